@@ -1,0 +1,19 @@
+//! w1ot-core: the hand-written, autodiff-free numerical core of w1ot.
+//!
+//! Everything here is plain Rust with no Python dependency: it builds and tests with
+//! `cargo test`. Layers keep their parameters in one flat slice owned by the model, so
+//! optimisers, serialisation and the Python binding all see a single `&[T]`.
+//!
+//! Gradients are written by hand; every backward pass has a finite-difference test in f64.
+
+pub mod error;
+pub mod linalg;
+pub mod nn;
+pub mod optim;
+pub mod rng;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use error::{Error, Result};
+pub use linalg::{Matrix, Real};

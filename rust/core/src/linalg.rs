@@ -1,0 +1,409 @@
+//! The only module that talks to the linear-algebra crate (faer). Everything else in the
+//! core sees row-major [`Matrix`] values and the few kernels below, so the backend can be
+//! swapped without touching a layer.
+
+use crate::error::{Error, Result};
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Accum, MatMut, MatRef, Par};
+use std::fmt::{Debug, Display};
+
+/// The floating-point types the core is generic over: f32 for training, f64 for tests.
+pub trait Real:
+    faer::traits::RealField
+    + num_traits::Float
+    + num_traits::FromPrimitive
+    + num_traits::NumAssign
+    + Copy
+    + Send
+    + Sync
+    + Default
+    + Debug
+    + Display
+    + std::iter::Sum
+    + 'static
+{
+    /// Lossy conversion from f64 (constants, hyper-parameters).
+    fn c(x: f64) -> Self;
+    fn as_f64(self) -> f64;
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn c(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn c(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Dense row-major matrix. Rows are samples (cells) throughout the core, as in NumPy.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Matrix<T> {
+    rows: usize,
+    cols: usize,
+    data: Vec<T>,
+}
+
+impl<T: Real> Matrix<T> {
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            data: vec![T::zero(); rows * cols],
+        }
+    }
+
+    pub fn identity(n: usize) -> Self {
+        let mut m = Self::zeros(n, n);
+        for i in 0..n {
+            m.data[i * n + i] = T::one();
+        }
+        m
+    }
+
+    /// Wraps a row-major buffer; fails if its length is not `rows * cols`.
+    pub fn from_vec(rows: usize, cols: usize, data: Vec<T>) -> Result<Self> {
+        if data.len() != rows * cols {
+            return Err(Error::shape(
+                "data",
+                format!("{} values ({rows} x {cols})", rows * cols),
+                format!("{} values", data.len()),
+            ));
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> T) -> Self {
+        let mut data = Vec::with_capacity(rows * cols);
+        for i in 0..rows {
+            for j in 0..cols {
+                data.push(f(i, j));
+            }
+        }
+        Self { rows, cols, data }
+    }
+
+    #[inline]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    #[inline]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    #[inline]
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+    #[inline]
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data
+    }
+    pub fn into_vec(self) -> Vec<T> {
+        self.data
+    }
+    #[inline]
+    pub fn row(&self, i: usize) -> &[T] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+    #[inline]
+    pub fn row_mut(&mut self, i: usize) -> &mut [T] {
+        &mut self.data[i * self.cols..(i + 1) * self.cols]
+    }
+    #[inline]
+    pub fn get(&self, i: usize, j: usize) -> T {
+        self.data[i * self.cols + j]
+    }
+    #[inline]
+    pub fn set(&mut self, i: usize, j: usize, v: T) {
+        self.data[i * self.cols + j] = v;
+    }
+
+    pub fn transpose(&self) -> Self {
+        let mut t = Self::zeros(self.cols, self.rows);
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                t.data[j * self.rows + i] = self.data[i * self.cols + j];
+            }
+        }
+        t
+    }
+
+    /// Rows `start..end` as a new matrix.
+    pub fn rows_range(&self, start: usize, end: usize) -> Self {
+        Self {
+            rows: end - start,
+            cols: self.cols,
+            data: self.data[start * self.cols..end * self.cols].to_vec(),
+        }
+    }
+
+    /// Gathers the given rows (batch sampling).
+    pub fn select_rows(&self, idx: &[usize]) -> Self {
+        let mut data = Vec::with_capacity(idx.len() * self.cols);
+        for &i in idx {
+            data.extend_from_slice(self.row(i));
+        }
+        Self {
+            rows: idx.len(),
+            cols: self.cols,
+            data,
+        }
+    }
+
+    /// Stacks `a` on top of `b` (same column count).
+    pub fn vstack(a: &Self, b: &Self) -> Self {
+        assert_eq!(a.cols, b.cols, "vstack: column counts differ");
+        let mut data = Vec::with_capacity(a.data.len() + b.data.len());
+        data.extend_from_slice(&a.data);
+        data.extend_from_slice(&b.data);
+        Self {
+            rows: a.rows + b.rows,
+            cols: a.cols,
+            data,
+        }
+    }
+
+    pub fn frobenius_norm(&self) -> T {
+        dot(&self.data, &self.data).sqrt()
+    }
+
+    pub fn all_finite(&self) -> bool {
+        self.data.iter().all(|v| v.is_finite())
+    }
+
+    /// Adds `alpha * other` in place.
+    pub fn axpy(&mut self, alpha: T, other: &Self) {
+        assert_eq!(self.shape(), other.shape(), "axpy: shapes differ");
+        axpy(alpha, &other.data, &mut self.data);
+    }
+
+    pub fn scale(&mut self, alpha: T) {
+        self.data.iter_mut().for_each(|v| *v *= alpha);
+    }
+
+    /// Largest absolute entry of `self - other`.
+    pub fn max_abs_diff(&self, other: &Self) -> T {
+        assert_eq!(self.shape(), other.shape(), "max_abs_diff: shapes differ");
+        self.data
+            .iter()
+            .zip(&other.data)
+            .fold(T::zero(), |m, (a, b)| m.max((*a - *b).abs()))
+    }
+
+    pub fn cast<U: Real>(&self) -> Matrix<U> {
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.iter().map(|v| U::c(v.as_f64())).collect(),
+        }
+    }
+}
+
+#[inline]
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).fold(T::zero(), |s, (x, y)| s + *x * *y)
+}
+
+#[inline]
+pub fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * *x);
+}
+
+/// Whether an operand enters a product as is or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    N,
+    T,
+}
+
+/// Products below this many multiply-adds run on one thread: splitting them costs more in
+/// synchronisation than it saves (measured on 2 cores, see benches).
+const PAR_MIN_FLOPS: usize = 1 << 20;
+
+fn view<T: Real>(m: &Matrix<T>, op: Op) -> MatRef<'_, T> {
+    let v = MatRef::from_row_major_slice(&m.data, m.rows, m.cols);
+    match op {
+        Op::N => v,
+        Op::T => v.transpose(),
+    }
+}
+
+fn op_shape<T>(m: &Matrix<T>, op: Op) -> (usize, usize) {
+    match op {
+        Op::N => (m.rows, m.cols),
+        Op::T => (m.cols, m.rows),
+    }
+}
+
+/// `c = alpha * op(a) op(b) + beta * c`. Shapes are the caller's contract (a programming
+/// error, not user input), so a mismatch panics.
+pub fn gemm<T: Real>(
+    alpha: T,
+    a: &Matrix<T>,
+    ta: Op,
+    b: &Matrix<T>,
+    tb: Op,
+    beta: T,
+    c: &mut Matrix<T>,
+) {
+    let (m, k) = op_shape(a, ta);
+    let (k2, n) = op_shape(b, tb);
+    assert_eq!(k, k2, "gemm: inner dimensions differ");
+    assert_eq!((c.rows, c.cols), (m, n), "gemm: output shape");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let accum = if beta == T::zero() {
+        Accum::Replace
+    } else {
+        if beta != T::one() {
+            c.scale(beta);
+        }
+        Accum::Add
+    };
+    if k == 0 {
+        if accum == Accum::Replace {
+            c.data.iter_mut().for_each(|v| *v = T::zero());
+        }
+        return;
+    }
+    let par = if m * n * k >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    };
+    let dst = MatMut::from_row_major_slice_mut(&mut c.data, m, n);
+    faer::linalg::matmul::matmul(dst, accum, view(a, ta), view(b, tb), alpha, par);
+}
+
+/// `op(a) op(b)` as a new matrix.
+pub fn matmul<T: Real>(a: &Matrix<T>, ta: Op, b: &Matrix<T>, tb: Op) -> Matrix<T> {
+    let (m, _) = op_shape(a, ta);
+    let (_, n) = op_shape(b, tb);
+    let mut c = Matrix::zeros(m, n);
+    gemm(T::one(), a, ta, b, tb, T::zero(), &mut c);
+    c
+}
+
+/// Inverse of a square matrix by LU with partial pivoting.
+pub fn inverse<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
+    assert_eq!(a.rows, a.cols, "inverse: matrix must be square");
+    if !a.all_finite() {
+        return Err(Error::Singular("inverse"));
+    }
+    let n = a.rows;
+    let lu = view(a, Op::N).to_owned().partial_piv_lu();
+    let inv = lu.inverse();
+    let out = Matrix::from_fn(n, n, |i, j| inv[(i, j)]);
+    if !out.all_finite() {
+        return Err(Error::Singular("inverse"));
+    }
+    Ok(out)
+}
+
+/// Adds the column sums of `dy` into `out` (bias gradients).
+pub fn add_col_sums<T: Real>(dy: &Matrix<T>, out: &mut [T]) {
+    assert_eq!(out.len(), dy.cols);
+    for i in 0..dy.rows {
+        axpy(T::one(), dy.row(i), out);
+    }
+}
+
+/// Adds `b` to every row of `y` (bias).
+pub fn add_row_vector<T: Real>(y: &mut Matrix<T>, b: &[T]) {
+    assert_eq!(b.len(), y.cols);
+    let cols = y.cols;
+    y.data
+        .chunks_exact_mut(cols)
+        .for_each(|r| axpy(T::one(), b, r));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &Matrix<f64>, ta: Op, b: &Matrix<f64>, tb: Op) -> Matrix<f64> {
+        let a = if ta == Op::T {
+            a.transpose()
+        } else {
+            a.clone()
+        };
+        let b = if tb == Op::T {
+            b.transpose()
+        } else {
+            b.clone()
+        };
+        Matrix::from_fn(a.rows(), b.cols(), |i, j| {
+            (0..a.cols()).map(|k| a.get(i, k) * b.get(k, j)).sum()
+        })
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_all_transpositions() {
+        let mut rng = crate::rng::Rng::new(1);
+        for &(ta, tb) in &[
+            (Op::N, Op::N),
+            (Op::T, Op::N),
+            (Op::N, Op::T),
+            (Op::T, Op::T),
+        ] {
+            let a0 = Matrix::from_fn(7, 5, |_, _| rng.uniform(-1.0, 1.0));
+            let b0 = Matrix::from_fn(if ta == Op::N { 5 } else { 7 }, 3, |_, _| {
+                rng.uniform(-1.0, 1.0)
+            });
+            let b0 = if tb == Op::T { b0.transpose() } else { b0 };
+            let expect = naive(&a0, ta, &b0, tb);
+            let mut c = Matrix::from_fn(expect.rows(), expect.cols(), |i, j| (i + j) as f64);
+            let c0 = c.clone();
+            gemm(2.0, &a0, ta, &b0, tb, 0.5, &mut c);
+            for i in 0..c.rows() {
+                for j in 0..c.cols() {
+                    let e = 2.0 * expect.get(i, j) + 0.5 * c0.get(i, j);
+                    assert!((c.get(i, j) - e).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_gemm_runs_in_parallel_and_matches() {
+        let mut rng = crate::rng::Rng::new(2);
+        let a = Matrix::from_fn(300, 120, |_, _| rng.uniform(-1.0, 1.0));
+        let b = Matrix::from_fn(120, 90, |_, _| rng.uniform(-1.0, 1.0));
+        let c = matmul(&a, Op::N, &b, Op::N);
+        assert!(c.max_abs_diff(&naive(&a, Op::N, &b, Op::N)) < 1e-10);
+    }
+
+    #[test]
+    fn inverse_is_inverse_and_rejects_nan() {
+        let mut rng = crate::rng::Rng::new(3);
+        let a = Matrix::from_fn(
+            6,
+            6,
+            |i, j| if i == j { 3.0 } else { rng.uniform(-1.0, 1.0) },
+        );
+        let inv = inverse(&a).unwrap();
+        assert!(matmul(&a, Op::N, &inv, Op::N).max_abs_diff(&Matrix::identity(6)) < 1e-12);
+        let mut bad = a.clone();
+        bad.set(0, 0, f64::NAN);
+        assert_eq!(inverse(&bad), Err(Error::Singular("inverse")));
+    }
+}

@@ -1,0 +1,418 @@
+//! The 1-Lipschitz Kantorovich potential: orthogonal affine layers d -> h1 -> ... -> hk -> 1
+//! with GroupSort after every layer but the last. Each piece is 1-Lipschitz and gradient-
+//! norm preserving, so ||grad f|| <= 1 everywhere (= 1 when every Q is exactly orthogonal
+//! and the output row has unit norm).
+
+use super::orthogonal::{OrthoKind, OrthoLinear, WeightCache};
+use super::{Mode, groupsort};
+use crate::error::{Error, Result};
+use crate::linalg::{Matrix, Real};
+use crate::rng::Rng;
+
+/// Rows per chunk when evaluating many cells, to bound the memory of activations.
+const EVAL_CHUNK: usize = 8192;
+
+#[derive(Clone, Debug)]
+pub struct Potential<T> {
+    layers: Vec<OrthoLinear>,
+    offsets: Vec<usize>,
+    group_size: usize,
+    params: Vec<T>,
+}
+
+/// Orthonormal weights of every layer for the current parameters. Computing them is the
+/// expensive, batch-independent part of a forward pass, so it is done once per step.
+#[derive(Clone, Debug)]
+pub struct Weights<T> {
+    qs: Vec<Matrix<T>>,
+    caches: Vec<WeightCache<T>>,
+}
+
+impl<T> Weights<T> {
+    pub fn matrices(&self) -> &[Matrix<T>] {
+        &self.qs
+    }
+}
+
+/// Layer inputs and sort permutations of one forward pass.
+#[derive(Clone, Debug)]
+pub struct Tape<T> {
+    inputs: Vec<Matrix<T>>,
+    perms: Vec<Vec<u32>>,
+}
+
+impl<T: Real> Potential<T> {
+    pub fn new(
+        in_dim: usize,
+        hidden: &[usize],
+        group_size: usize,
+        kind: OrthoKind,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        if in_dim == 0 {
+            return Err(Error::invalid("in_dim", "must be >= 1"));
+        }
+        if hidden.contains(&0) {
+            return Err(Error::invalid(
+                "hidden",
+                format!("widths must be >= 1, got {hidden:?}"),
+            ));
+        }
+        for &h in hidden {
+            groupsort::check_group_size(h, group_size)?;
+        }
+        if let OrthoKind::Bjorck { train_iters: 0 } = kind {
+            return Err(Error::invalid("bjorck_iters", "must be >= 1"));
+        }
+        let mut dims = vec![in_dim];
+        dims.extend_from_slice(hidden);
+        dims.push(1);
+        let layers: Vec<OrthoLinear> = dims
+            .windows(2)
+            .map(|w| OrthoLinear::new(w[0], w[1], kind))
+            .collect();
+        let mut offsets = vec![0];
+        for l in &layers {
+            offsets.push(offsets.last().unwrap() + l.n_params());
+        }
+        let mut params = vec![T::zero(); *offsets.last().unwrap()];
+        for (l, w) in layers.iter().zip(offsets.windows(2)) {
+            l.init(&mut params[w[0]..w[1]], rng);
+        }
+        Ok(Self {
+            layers,
+            offsets,
+            group_size,
+            params,
+        })
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.layers[0].in_dim
+    }
+    pub fn hidden(&self) -> Vec<usize> {
+        self.layers[1..].iter().map(|l| l.in_dim).collect()
+    }
+    pub fn group_size(&self) -> usize {
+        self.group_size
+    }
+    pub fn kind(&self) -> OrthoKind {
+        self.layers[0].kind
+    }
+    pub fn layers(&self) -> &[OrthoLinear] {
+        &self.layers
+    }
+    pub fn n_params(&self) -> usize {
+        self.params.len()
+    }
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+    pub fn params_mut(&mut self) -> &mut [T] {
+        &mut self.params
+    }
+
+    pub fn set_params(&mut self, p: &[T]) -> Result<()> {
+        if p.len() != self.params.len() {
+            return Err(Error::shape(
+                "params",
+                format!("({},)", self.params.len()),
+                format!("({},)", p.len()),
+            ));
+        }
+        if !p.iter().all(|v| v.is_finite()) {
+            return Err(Error::invalid("params", "contains NaN or infinite values"));
+        }
+        self.params.copy_from_slice(p);
+        Ok(())
+    }
+
+    fn layer_params<'a>(&self, params: &'a [T], i: usize) -> &'a [T] {
+        &params[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    pub fn weights(&self, mode: Mode) -> Result<Weights<T>> {
+        let mut qs = Vec::with_capacity(self.layers.len());
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let (q, c) = l.weight(self.layer_params(&self.params, i), mode)?;
+            qs.push(q);
+            caches.push(c);
+        }
+        Ok(Weights { qs, caches })
+    }
+
+    fn check_input(&self, x: &Matrix<T>) -> Result<()> {
+        if x.cols() != self.in_dim() {
+            return Err(Error::shape(
+                "x",
+                format!("(n, {})", self.in_dim()),
+                format!("({}, {})", x.rows(), x.cols()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// f(x) for each row of `x`, with the tape for a backward pass.
+    pub fn forward(&self, w: &Weights<T>, x: &Matrix<T>) -> (Vec<T>, Tape<T>) {
+        let last = self.layers.len() - 1;
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut perms = Vec::with_capacity(last);
+        let mut h = x.clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            let z = l.apply(self.layer_params(&self.params, i), &w.qs[i], &h);
+            inputs.push(h);
+            if i == last {
+                h = z;
+            } else {
+                let (y, p) = groupsort::forward(&z, self.group_size);
+                perms.push(p);
+                h = y;
+            }
+        }
+        (h.into_vec(), Tape { inputs, perms })
+    }
+
+    /// Back-propagates dL/df (one value per row). Adds parameter gradients into `grad` when
+    /// given (weights must then come from `Mode::Train`) and returns dL/dx when asked.
+    pub fn backward(
+        &self,
+        w: &Weights<T>,
+        tape: &Tape<T>,
+        df: &[T],
+        grad: Option<&mut [T]>,
+        need_dx: bool,
+    ) -> Option<Matrix<T>> {
+        let n = df.len();
+        let last = self.layers.len() - 1;
+        let mut dh = Matrix::from_vec(n, 1, df.to_vec()).expect("df length");
+        let mut grad = grad;
+        let mut dx = None;
+        for i in (0..=last).rev() {
+            let l = &self.layers[i];
+            if i < last {
+                dh = groupsort::backward(&dh, &tape.perms[i]);
+            }
+            let want_dx = i > 0 || need_dx;
+            let out = if let Some(g) = grad.as_deref_mut() {
+                let gl = &mut g[self.offsets[i]..self.offsets[i + 1]];
+                let mut dq = Matrix::zeros(l.out_dim, l.in_dim);
+                let out = l.apply_backward(
+                    &w.qs[i],
+                    &tape.inputs[i],
+                    &dh,
+                    Some((&mut dq, &mut *gl)),
+                    want_dx,
+                );
+                l.weight_backward(self.layer_params(&self.params, i), &w.caches[i], &dq, gl);
+                out
+            } else {
+                l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, None, want_dx)
+            };
+            match out {
+                Some(d) if i > 0 => dh = d,
+                other => dx = other,
+            }
+        }
+        dx
+    }
+
+    /// f(x) row by row (inference weights).
+    pub fn value(&self, x: &Matrix<T>) -> Result<Vec<T>> {
+        self.check_input(x)?;
+        let w = self.weights(Mode::Eval)?;
+        let mut out = Vec::with_capacity(x.rows());
+        for s in (0..x.rows()).step_by(EVAL_CHUNK) {
+            let chunk = x.rows_range(s, (s + EVAL_CHUNK).min(x.rows()));
+            out.extend(self.forward(&w, &chunk).0);
+        }
+        Ok(out)
+    }
+
+    /// grad_x f(x) for every row (inference weights).
+    pub fn input_gradient(&self, x: &Matrix<T>) -> Result<Matrix<T>> {
+        self.check_input(x)?;
+        let w = self.weights(Mode::Eval)?;
+        let mut out = Vec::with_capacity(x.rows() * x.cols());
+        for s in (0..x.rows()).step_by(EVAL_CHUNK) {
+            let chunk = x.rows_range(s, (s + EVAL_CHUNK).min(x.rows()));
+            let (_, tape) = self.forward(&w, &chunk);
+            let ones = vec![T::one(); chunk.rows()];
+            let g = self
+                .backward(&w, &tape, &ones, None, true)
+                .expect("dx requested");
+            out.extend_from_slice(g.as_slice());
+        }
+        Matrix::from_vec(x.rows(), x.cols(), out)
+    }
+
+    /// sum_i df_i * f(x_i): its value per row, its gradient with respect to the parameters
+    /// and to x (training weights). The building block of every loss on f.
+    pub fn value_and_grad(&self, x: &Matrix<T>, df: &[T]) -> Result<(Vec<T>, Vec<T>, Matrix<T>)> {
+        self.check_input(x)?;
+        if df.len() != x.rows() {
+            return Err(Error::shape(
+                "df",
+                format!("({},)", x.rows()),
+                format!("({},)", df.len()),
+            ));
+        }
+        let w = self.weights(Mode::Train)?;
+        let (f, tape) = self.forward(&w, x);
+        let mut grad = vec![T::zero(); self.n_params()];
+        let dx = self
+            .backward(&w, &tape, df, Some(&mut grad), true)
+            .expect("dx requested");
+        Ok((f, grad, dx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linalg::dot;
+    use crate::testutil::{check_grad, probe};
+
+    fn random_potential(
+        d: usize,
+        hidden: &[usize],
+        gs: usize,
+        kind: OrthoKind,
+        seed: u64,
+    ) -> Potential<f64> {
+        Potential::new(d, hidden, gs, kind, &mut Rng::new(seed)).unwrap()
+    }
+
+    const KINDS: [OrthoKind; 2] = [OrthoKind::Cayley, OrthoKind::Bjorck { train_iters: 6 }];
+
+    #[test]
+    fn whole_potential_gradients_match_finite_differences() {
+        for kind in KINDS {
+            // tall first layer (d < width) and wide first layer (d > width)
+            for &(d, ref hidden) in &[(3usize, vec![8usize, 8]), (12, vec![8, 4])] {
+                let mut pot = random_potential(d, hidden, 4, kind, 41);
+                let mut rng = Rng::new(42);
+                let x = Matrix::from_fn(5, d, |_, _| rng.uniform(-1.0, 1.0));
+                let c = probe(5, 43);
+                let (_, grad, dx) = pot.value_and_grad(&x, &c).unwrap();
+                let p0 = pot.params().to_vec();
+                let name = format!("{} potential d={d}", kind.name());
+                let mut fp = |p: &[f64]| {
+                    pot.set_params(p).unwrap();
+                    let w = pot.weights(Mode::Train).unwrap();
+                    dot(&pot.forward(&w, &x).0, &c)
+                };
+                check_grad(&format!("{name} params"), &mut fp, &p0, &grad, 1e-5, 1e-8);
+                pot.set_params(&p0).unwrap();
+                let w = pot.weights(Mode::Train).unwrap();
+                let mut fx = |v: &[f64]| {
+                    dot(
+                        &pot.forward(&w, &Matrix::from_vec(5, d, v.to_vec()).unwrap())
+                            .0,
+                        &c,
+                    )
+                };
+                check_grad(
+                    &format!("{name} input"),
+                    &mut fx,
+                    x.as_slice(),
+                    dx.as_slice(),
+                    1e-5,
+                    1e-8,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn potential_is_one_lipschitz_with_unit_gradient_norm() {
+        for kind in [OrthoKind::Cayley, OrthoKind::Bjorck { train_iters: 20 }] {
+            for &d in &[2usize, 64, 300] {
+                let mut rng = Rng::new(50 + d as u64);
+                let mut pot =
+                    Potential::<f32>::new(d, &[64, 64, 64, 64], 16, kind, &mut rng).unwrap();
+                // Random parameter updates: the constraint must not depend on the init.
+                for p in pot.params_mut() {
+                    *p += rng.uniform::<f32>(-0.2, 0.2);
+                }
+                let x = Matrix::from_fn(400, d, |_, _| rng.uniform(-3.0, 3.0));
+                let y = Matrix::from_fn(400, d, |_, _| rng.uniform(-3.0, 3.0));
+                let fx = pot.value(&x).unwrap();
+                let fy = pot.value(&y).unwrap();
+                for i in 0..400 {
+                    let dist: f32 = x
+                        .row(i)
+                        .iter()
+                        .zip(y.row(i))
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum::<f32>()
+                        .sqrt();
+                    assert!(
+                        (fx[i] - fy[i]).abs() <= dist * (1.0 + 1e-4),
+                        "{} d={d}",
+                        kind.name()
+                    );
+                }
+                let g = pot.input_gradient(&x).unwrap();
+                for i in 0..400 {
+                    let norm = dot(g.row(i), g.row(i)).sqrt();
+                    assert!(
+                        norm <= 1.0 + 1e-4,
+                        "{} d={d}: ||grad f|| = {norm}",
+                        kind.name()
+                    );
+                    // Square orthogonal layers and GroupSort preserve the norm backwards; a
+                    // first layer of another shape projects part of it away.
+                    if d == 64 {
+                        assert!(
+                            norm >= 1.0 - 1e-4,
+                            "{} d={d}: ||grad f|| = {norm}",
+                            kind.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nearby_pairs_respect_the_lipschitz_bound() {
+        // Close pairs probe the local slope, where a violation would show first.
+        let mut rng = Rng::new(60);
+        let pot = Potential::<f64>::new(10, &[32, 32], 4, OrthoKind::Cayley, &mut rng).unwrap();
+        let x = Matrix::from_fn(500, 10, |_, _| rng.uniform(-2.0, 2.0));
+        let y = Matrix::from_fn(500, 10, |i, j| {
+            x.get(i, j) + rng.uniform::<f64>(-1e-3, 1e-3)
+        });
+        let (fx, fy) = (pot.value(&x).unwrap(), pot.value(&y).unwrap());
+        let mut max_ratio = 0.0_f64;
+        for i in 0..500 {
+            let dist = x
+                .row(i)
+                .iter()
+                .zip(y.row(i))
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                .sqrt();
+            max_ratio = max_ratio.max((fx[i] - fy[i]).abs() / dist);
+        }
+        assert!(max_ratio <= 1.0 + 1e-9, "local slope {max_ratio}");
+        assert!(
+            max_ratio > 0.5,
+            "slope {max_ratio}: potential is suspiciously flat"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_configuration_and_input() {
+        let mut rng = Rng::new(0);
+        assert!(Potential::<f32>::new(0, &[64], 16, OrthoKind::Cayley, &mut rng).is_err());
+        assert!(Potential::<f32>::new(2, &[64, 0], 16, OrthoKind::Cayley, &mut rng).is_err());
+        assert!(Potential::<f32>::new(2, &[64, 60], 16, OrthoKind::Cayley, &mut rng).is_err());
+        let pot = Potential::<f32>::new(2, &[8], 2, OrthoKind::Cayley, &mut rng).unwrap();
+        assert!(matches!(
+            pot.value(&Matrix::zeros(3, 5)),
+            Err(Error::Shape { name: "x", .. })
+        ));
+    }
+}
