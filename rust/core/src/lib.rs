@@ -16,4 +16,4 @@ pub mod rng;
 pub(crate) mod testutil;
 
 pub use error::{Error, Result};
-pub use linalg::{Matrix, Real};
+pub use linalg::{MatView, Matrix, Real};

@@ -146,26 +146,22 @@ impl<T: Real> Matrix<T> {
         t
     }
 
+    pub fn view(&self) -> MatView<'_, T> {
+        MatView {
+            rows: self.rows,
+            cols: self.cols,
+            data: &self.data,
+        }
+    }
+
     /// Rows `start..end` as a new matrix.
     pub fn rows_range(&self, start: usize, end: usize) -> Self {
-        Self {
-            rows: end - start,
-            cols: self.cols,
-            data: self.data[start * self.cols..end * self.cols].to_vec(),
-        }
+        self.view().rows_range(start, end)
     }
 
     /// Gathers the given rows (batch sampling).
     pub fn select_rows(&self, idx: &[usize]) -> Self {
-        let mut data = Vec::with_capacity(idx.len() * self.cols);
-        for &i in idx {
-            data.extend_from_slice(self.row(i));
-        }
-        Self {
-            rows: idx.len(),
-            cols: self.cols,
-            data,
-        }
+        self.view().select_rows(idx)
     }
 
     /// Stacks `a` on top of `b` (same column count).
@@ -214,6 +210,68 @@ impl<T: Real> Matrix<T> {
             cols: self.cols,
             data: self.data.iter().map(|v| U::c(v.as_f64())).collect(),
         }
+    }
+}
+
+/// Borrowed row-major matrix: caller-owned data (a NumPy buffer) read without copying.
+#[derive(Clone, Copy, Debug)]
+pub struct MatView<'a, T> {
+    rows: usize,
+    cols: usize,
+    data: &'a [T],
+}
+
+impl<'a, T: Real> MatView<'a, T> {
+    pub fn new(rows: usize, cols: usize, data: &'a [T]) -> Result<Self> {
+        if data.len() != rows * cols {
+            return Err(Error::shape(
+                "data",
+                format!("{} values ({rows} x {cols})", rows * cols),
+                format!("{} values", data.len()),
+            ));
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    #[inline]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    #[inline]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    #[inline]
+    pub fn as_slice(&self) -> &'a [T] {
+        self.data
+    }
+    #[inline]
+    pub fn row(&self, i: usize) -> &'a [T] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    pub fn rows_range(&self, start: usize, end: usize) -> Matrix<T> {
+        Matrix {
+            rows: end - start,
+            cols: self.cols,
+            data: self.data[start * self.cols..end * self.cols].to_vec(),
+        }
+    }
+
+    pub fn select_rows(&self, idx: &[usize]) -> Matrix<T> {
+        let mut data = Vec::with_capacity(idx.len() * self.cols);
+        for &i in idx {
+            data.extend_from_slice(self.row(i));
+        }
+        Matrix {
+            rows: idx.len(),
+            cols: self.cols,
+            data,
+        }
+    }
+
+    pub fn to_matrix(&self) -> Matrix<T> {
+        self.rows_range(0, self.rows)
     }
 }
 

@@ -78,6 +78,15 @@ impl<T: Real> Adam<T> {
         self.t
     }
 
+    /// Number of parameters this optimiser tracks.
+    pub fn len(&self) -> usize {
+        self.m.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.m.is_empty()
+    }
+
     /// One update: g += wd p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     /// p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
     pub fn step(&mut self, params: &mut [T], grads: &[T], lr: f64) {

@@ -1,1 +1,23 @@
-//! placeholder
+//! w1ot._core: the thin PyO3 binding of w1ot-core. Arrays in and out, errors mapped to
+//! Python exceptions, the GIL released around numerical work. No numerics live here.
+
+use pyo3::prelude::*;
+
+mod arrays;
+mod errors;
+mod nn;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("TrainingError", m.py().get_type::<errors::TrainingError>())?;
+    m.add_class::<nn::PyPotential>()?;
+    m.add_class::<nn::PyMlp>()?;
+    m.add_class::<nn::PyAdam>()?;
+    m.add_function(wrap_pyfunction!(nn::cosine_lr, m)?)?;
+    m.add_function(wrap_pyfunction!(nn::group_sort, m)?)?;
+    m.add_function(wrap_pyfunction!(nn::group_sort_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(nn::cayley, m)?)?;
+    m.add_function(wrap_pyfunction!(nn::bjorck, m)?)?;
+    Ok(())
+}

@@ -4,8 +4,11 @@
 use super::activation::Activation;
 use super::dense::Dense;
 use crate::error::{Error, Result};
-use crate::linalg::{Matrix, Real};
+use crate::linalg::{MatView, Matrix, Real};
 use crate::rng::Rng;
+
+/// Rows per chunk in inference.
+const EVAL_CHUNK: usize = 8192;
 
 #[derive(Clone, Debug)]
 pub struct Mlp<T> {
@@ -97,7 +100,7 @@ impl<T: Real> Mlp<T> {
         &self.params[self.offsets[i]..self.offsets[i + 1]]
     }
 
-    fn check_input(&self, x: &Matrix<T>) -> Result<()> {
+    fn check_input(&self, x: MatView<'_, T>) -> Result<()> {
         if x.cols() != self.in_dim() {
             return Err(Error::shape(
                 "x",
@@ -168,9 +171,15 @@ impl<T: Real> Mlp<T> {
         unreachable!()
     }
 
-    pub fn predict(&self, x: &Matrix<T>) -> Result<Matrix<T>> {
+    /// Outputs for every row, in chunks so memory stays bounded.
+    pub fn predict(&self, x: MatView<'_, T>) -> Result<Matrix<T>> {
         self.check_input(x)?;
-        Ok(self.forward(x).0)
+        let mut out = Vec::with_capacity(x.rows() * self.out_dim());
+        for s in (0..x.rows()).step_by(EVAL_CHUNK) {
+            let chunk = x.rows_range(s, (s + EVAL_CHUNK).min(x.rows()));
+            out.extend_from_slice(self.forward(&chunk).0.as_slice());
+        }
+        Matrix::from_vec(x.rows(), self.out_dim(), out)
     }
 
     /// <dy, mlp(x)>: output, parameter gradient and input gradient.
@@ -179,7 +188,7 @@ impl<T: Real> Mlp<T> {
         x: &Matrix<T>,
         dy: &Matrix<T>,
     ) -> Result<(Matrix<T>, Vec<T>, Matrix<T>)> {
-        self.check_input(x)?;
+        self.check_input(x.view())?;
         if dy.shape() != (x.rows(), self.out_dim()) {
             return Err(Error::shape(
                 "dy",
@@ -269,14 +278,14 @@ mod tests {
         .unwrap();
         let x = Matrix::from_fn(200, 3, |_, _| rng.uniform(-50.0, 50.0));
         assert!(
-            eta.predict(&x)
+            eta.predict(x.view())
                 .unwrap()
                 .as_slice()
                 .iter()
                 .all(|&v| v >= 0.0)
         );
         assert!(
-            d.predict(&x)
+            d.predict(x.view())
                 .unwrap()
                 .as_slice()
                 .iter()

@@ -6,7 +6,7 @@
 use super::orthogonal::{OrthoKind, OrthoLinear, WeightCache};
 use super::{Mode, groupsort};
 use crate::error::{Error, Result};
-use crate::linalg::{Matrix, Real};
+use crate::linalg::{MatView, Matrix, Real};
 use crate::rng::Rng;
 
 /// Rows per chunk when evaluating many cells, to bound the memory of activations.
@@ -142,7 +142,7 @@ impl<T: Real> Potential<T> {
         Ok(Weights { qs, caches })
     }
 
-    fn check_input(&self, x: &Matrix<T>) -> Result<()> {
+    fn check_input(&self, x: MatView<'_, T>) -> Result<()> {
         if x.cols() != self.in_dim() {
             return Err(Error::shape(
                 "x",
@@ -217,8 +217,8 @@ impl<T: Real> Potential<T> {
         dx
     }
 
-    /// f(x) row by row (inference weights).
-    pub fn value(&self, x: &Matrix<T>) -> Result<Vec<T>> {
+    /// f(x) row by row (inference weights), in chunks so memory stays bounded.
+    pub fn value(&self, x: MatView<'_, T>) -> Result<Vec<T>> {
         self.check_input(x)?;
         let w = self.weights(Mode::Eval)?;
         let mut out = Vec::with_capacity(x.rows());
@@ -229,8 +229,8 @@ impl<T: Real> Potential<T> {
         Ok(out)
     }
 
-    /// grad_x f(x) for every row (inference weights).
-    pub fn input_gradient(&self, x: &Matrix<T>) -> Result<Matrix<T>> {
+    /// grad_x f(x) for every row (inference weights), in chunks.
+    pub fn input_gradient(&self, x: MatView<'_, T>) -> Result<Matrix<T>> {
         self.check_input(x)?;
         let w = self.weights(Mode::Eval)?;
         let mut out = Vec::with_capacity(x.rows() * x.cols());
@@ -249,7 +249,7 @@ impl<T: Real> Potential<T> {
     /// sum_i df_i * f(x_i): its value per row, its gradient with respect to the parameters
     /// and to x (training weights). The building block of every loss on f.
     pub fn value_and_grad(&self, x: &Matrix<T>, df: &[T]) -> Result<(Vec<T>, Vec<T>, Matrix<T>)> {
-        self.check_input(x)?;
+        self.check_input(x.view())?;
         if df.len() != x.rows() {
             return Err(Error::shape(
                 "df",
@@ -337,8 +337,8 @@ mod tests {
                 }
                 let x = Matrix::from_fn(400, d, |_, _| rng.uniform(-3.0, 3.0));
                 let y = Matrix::from_fn(400, d, |_, _| rng.uniform(-3.0, 3.0));
-                let fx = pot.value(&x).unwrap();
-                let fy = pot.value(&y).unwrap();
+                let fx = pot.value(x.view()).unwrap();
+                let fy = pot.value(y.view()).unwrap();
                 for i in 0..400 {
                     let dist: f32 = x
                         .row(i)
@@ -353,7 +353,7 @@ mod tests {
                         kind.name()
                     );
                 }
-                let g = pot.input_gradient(&x).unwrap();
+                let g = pot.input_gradient(x.view()).unwrap();
                 for i in 0..400 {
                     let norm = dot(g.row(i), g.row(i)).sqrt();
                     assert!(
@@ -384,7 +384,7 @@ mod tests {
         let y = Matrix::from_fn(500, 10, |i, j| {
             x.get(i, j) + rng.uniform::<f64>(-1e-3, 1e-3)
         });
-        let (fx, fy) = (pot.value(&x).unwrap(), pot.value(&y).unwrap());
+        let (fx, fy) = (pot.value(x.view()).unwrap(), pot.value(y.view()).unwrap());
         let mut max_ratio = 0.0_f64;
         for i in 0..500 {
             let dist = x
@@ -411,7 +411,7 @@ mod tests {
         assert!(Potential::<f32>::new(2, &[64, 60], 16, OrthoKind::Cayley, &mut rng).is_err());
         let pot = Potential::<f32>::new(2, &[8], 2, OrthoKind::Cayley, &mut rng).unwrap();
         assert!(matches!(
-            pot.value(&Matrix::zeros(3, 5)),
+            pot.value(Matrix::zeros(3, 5).view()),
             Err(Error::Shape { name: "x", .. })
         ));
     }

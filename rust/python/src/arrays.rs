@@ -1,0 +1,137 @@
+//! NumPy at the boundary: inputs are validated and, only when needed, converted once to
+//! C-contiguous float32; outputs are fresh float32 arrays handed to NumPy without a copy.
+
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use w1ot_core::{MatView, Matrix};
+
+fn dtype_kind(arr: &Bound<'_, PyAny>) -> PyResult<(String, String)> {
+    let dtype = arr.getattr("dtype")?;
+    Ok((dtype.getattr("kind")?.extract()?, dtype.str()?.to_string()))
+}
+
+/// `obj` as a C-contiguous float32 array of `ndim` dimensions: the array itself when it
+/// already is one (no copy), else one conversion. Non-numeric input is a TypeError, a
+/// wrong dimensionality a ValueError, both naming the argument.
+fn contiguous_f32<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    ndim: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let arr = if obj.is_instance(&np.getattr("ndarray")?)? {
+        obj.clone()
+    } else {
+        np.call_method1("asarray", (obj,)).map_err(|e| {
+            PyTypeError::new_err(format!("{name}: cannot be read as a numeric array ({e})"))
+        })?
+    };
+    let (kind, dtype) = dtype_kind(&arr)?;
+    if !matches!(kind.as_str(), "f" | "i" | "u") {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected a real numeric array, got dtype {dtype}"
+        )));
+    }
+    let got: usize = arr.getattr("ndim")?.extract()?;
+    if got != ndim {
+        let want = if ndim == 2 {
+            "a 2-D array (n_cells, n_features)"
+        } else {
+            "a 1-D array"
+        };
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected {want}, got a {got}-D array"
+        )));
+    }
+    let flags = arr.getattr("flags")?;
+    let c_contig: bool = flags.getattr("c_contiguous")?.extract()?;
+    if kind == "f" && dtype.ends_with("f4") && c_contig {
+        return Ok(arr);
+    }
+    np.call_method1("ascontiguousarray", (arr, np.getattr("float32")?))
+}
+
+fn check_finite(data: &[f32], name: &str) -> PyResult<()> {
+    if data.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name}: contains NaN or infinite values"
+        )))
+    }
+}
+
+/// A validated (n, d) float32 input with n, d >= 1 and finite values.
+pub fn matrix_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    cols: Option<usize>,
+) -> PyResult<PyReadonlyArray2<'py, f32>> {
+    let arr = contiguous_f32(obj, name, 2)?;
+    let arr = arr
+        .cast_into::<PyArray2<f32>>()
+        .map_err(PyErr::from)?
+        .readonly();
+    let shape = arr.shape();
+    let (n, d) = (shape[0], shape[1]);
+    if n == 0 || d == 0 {
+        return Err(PyValueError::new_err(format!(
+            "{name}: empty array of shape ({n}, {d})"
+        )));
+    }
+    if let Some(c) = cols {
+        if d != c {
+            return Err(PyValueError::new_err(format!(
+                "{name}: expected {c} features (columns), got {d}"
+            )));
+        }
+    }
+    check_finite(arr.as_slice().expect("contiguous by construction"), name)?;
+    Ok(arr)
+}
+
+/// A validated 1-D float32 input of the given length (if any), finite.
+pub fn vector_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    len: Option<usize>,
+) -> PyResult<PyReadonlyArray1<'py, f32>> {
+    let arr = contiguous_f32(obj, name, 1)?;
+    let arr = arr
+        .cast_into::<PyArray1<f32>>()
+        .map_err(PyErr::from)?
+        .readonly();
+    if let Some(l) = len {
+        if arr.len() != l {
+            return Err(PyValueError::new_err(format!(
+                "{name}: expected length {l}, got {}",
+                arr.len()
+            )));
+        }
+    }
+    check_finite(arr.as_slice().expect("contiguous by construction"), name)?;
+    Ok(arr)
+}
+
+pub fn view<'a>(arr: &'a PyReadonlyArray2<'_, f32>) -> MatView<'a, f32> {
+    let s = arr.shape();
+    MatView::new(
+        s[0],
+        s[1],
+        arr.as_slice().expect("contiguous by construction"),
+    )
+    .expect("shape matches buffer")
+}
+
+pub fn to_numpy2<'py>(py: Python<'py>, m: Matrix<f32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let (r, c) = m.shape();
+    PyArray1::from_vec(py, m.into_vec()).reshape([r, c])
+}
+
+pub fn to_numpy1(py: Python<'_>, v: Vec<f32>) -> Bound<'_, PyArray1<f32>> {
+    PyArray1::from_vec(py, v)
+}

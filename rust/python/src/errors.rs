@@ -1,0 +1,60 @@
+//! Core errors to Python exceptions, and the guard that keeps Rust panics out of Python.
+
+use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use w1ot_core::Error;
+
+pyo3::create_exception!(
+    _core,
+    TrainingError,
+    PyRuntimeError,
+    "Training stopped because a loss or parameter became NaN or infinite."
+);
+
+pub fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::InvalidArgument { .. } | Error::Shape { .. } => PyValueError::new_err(msg),
+        Error::Singular(_) => PyFloatingPointError::new_err(msg),
+        Error::Diverged { .. } => TrainingError::new_err(msg),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
+    }
+}
+
+pub trait IntoPyResult<T> {
+    fn py(self) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, Error> {
+    fn py(self) -> PyResult<T> {
+        self.map_err(to_py)
+    }
+}
+
+/// Runs `f` with the GIL released. Inputs are validated before this point, so a panic here
+/// is a bug: it becomes a RuntimeError rather than tearing through the interpreter.
+pub fn detached<T: Send, F: FnOnce() -> Result<T, Error> + Send>(
+    py: Python<'_>,
+    f: F,
+) -> PyResult<T> {
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+        .map_err(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            PyRuntimeError::new_err(format!("w1ot internal error (please report): {what}"))
+        })?
+        .py()
+}
+
+/// An integer argument that must be >= `min`, as usize (negative Python ints included).
+pub fn count_arg(v: i64, name: &str, min: i64) -> PyResult<usize> {
+    if v < min {
+        return Err(PyValueError::new_err(format!(
+            "{name}: must be >= {min}, got {v}"
+        )));
+    }
+    Ok(v as usize)
+}
