@@ -41,7 +41,7 @@ def test_same_seed_same_data_different_seed_different_data(name):
     a = load_toy(name, n=300, seed=123)
     b = load_toy(name, n=300, seed=123)
     c = load_toy(name, n=300, seed=124)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
     assert not np.array_equal(a[1], c[1])
@@ -53,7 +53,7 @@ def test_generator_seed_equals_int_seed_and_global_rng_untouched(name):
     before = np.random.get_state()[1].copy()  # noqa: NPY002
     a = load_toy(name, n=50, seed=5)
     b = load_toy(name, n=50, seed=np.random.default_rng(5))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
 
@@ -296,7 +296,7 @@ def test_load_toy_forwards_kwargs():
     a = load_toy("circles", n=20, seed=0, noise=0.0, return_labels=True)
     b = circles(20, seed=0, noise=0.0, return_labels=True)
     assert len(a) == 3
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     source, target = load_toy("shifted_gaussians", n=20, seed=0, d=6)
     assert source.shape == target.shape == (20, 6)

@@ -100,7 +100,7 @@ def test_plot_transport_markers(data):
     # five distinct marker shapes
     assert len({tuple(np.round(p.vertices, 6).ravel()) for p in shapes}) == 5
     # each marked source point is paired with its image
-    for src, img in zip(extra[::2], extra[1::2]):
+    for src, img in zip(extra[::2], extra[1::2], strict=True):
         (p,) = src.get_offsets()
         (q,) = img.get_offsets()
         i = np.flatnonzero(np.all(np.isclose(source, p), axis=1))[0]
