@@ -10,7 +10,9 @@ pub mod error;
 pub mod linalg;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod rng;
+pub mod solvers;
 
 #[cfg(test)]
 pub(crate) mod testutil;

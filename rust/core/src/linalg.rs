@@ -293,8 +293,9 @@ pub enum Op {
 }
 
 /// Products below this many multiply-adds run on one thread: splitting them costs more in
-/// synchronisation than it saves (measured on 2 cores, see benches).
-const PAR_MIN_FLOPS: usize = 1 << 20;
+/// synchronisation than it saves. Inside a parallel region (a rayon worker) products are
+/// always sequential: the models parallelise over rows at a coarser grain instead.
+const PAR_MIN_FLOPS: usize = 1 << 22;
 
 fn view<T: Real>(m: &Matrix<T>, op: Op) -> MatRef<'_, T> {
     let v = MatRef::from_row_major_slice(&m.data, m.rows, m.cols);
@@ -343,7 +344,10 @@ pub fn gemm<T: Real>(
         }
         return;
     }
-    let par = if m * n * k >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
+    let par = if m * n * k >= PAR_MIN_FLOPS
+        && rayon::current_thread_index().is_none()
+        && rayon::current_num_threads() > 1
+    {
         Par::rayon(0)
     } else {
         Par::Seq

@@ -4,8 +4,10 @@ use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyRuntimeError
 use pyo3::prelude::*;
 use w1ot_core::Error;
 
+// The full dotted path, so that the type's __module__ is importable (pickling, e.g. an
+// error raised in a multiprocessing worker, looks the class up by it).
 pyo3::create_exception!(
-    _core,
+    w1ot._core,
     TrainingError,
     PyRuntimeError,
     "Training stopped because a loss or parameter became NaN or infinite."

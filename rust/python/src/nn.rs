@@ -14,12 +14,44 @@ use w1ot_core::rng::Rng;
 use crate::arrays::{matrix_arg, to_numpy1, to_numpy2, vector_arg, view};
 use crate::errors::{IntoPyResult, count_arg, detached};
 
+/// Largest parameter count of a network or optimiser (2^31 float32 values, 8 GiB). Larger
+/// requests are mistakes that would otherwise overflow the size arithmetic (a silently
+/// wrong network) or abort the interpreter on a failed allocation.
+pub const MAX_PARAMS: usize = 1 << 31;
+
+/// Most Björck iterations asked for (training keeps a copy of every weight matrix per
+/// iteration for the backward pass; convergence takes a few dozen).
+pub const MAX_BJORCK_ITERS: i64 = 1000;
+
+/// Parameter count of the layers dims[i] -> dims[i+1] (out x in weights, out biases and
+/// `extra` scalars each), checked against overflow and `MAX_PARAMS`.
+pub fn checked_param_count(dims: &[usize], extra: usize, name: &str) -> PyResult<usize> {
+    let total = dims.windows(2).try_fold(0usize, |acc, w| {
+        w[0].checked_mul(w[1])?
+            .checked_add(w[1])?
+            .checked_add(extra)?
+            .checked_add(acc)
+    });
+    match total {
+        Some(n) if n <= MAX_PARAMS => Ok(n),
+        _ => Err(PyValueError::new_err(format!(
+            "{name}: layer widths {dims:?} give more than {MAX_PARAMS} parameters"
+        ))),
+    }
+}
+
 pub fn ortho_kind(name: &str, bjorck_iters: i64) -> PyResult<OrthoKind> {
     match name {
         "cayley" => Ok(OrthoKind::Cayley),
-        "bjorck" => Ok(OrthoKind::Bjorck {
-            train_iters: count_arg(bjorck_iters, "bjorck_iters", 1)?,
-        }),
+        "bjorck" => {
+            let iters = count_arg(bjorck_iters, "bjorck_iters", 1)?;
+            if bjorck_iters > MAX_BJORCK_ITERS {
+                return Err(PyValueError::new_err(format!(
+                    "bjorck_iters: must be <= {MAX_BJORCK_ITERS}, got {bjorck_iters}"
+                )));
+            }
+            Ok(OrthoKind::Bjorck { train_iters: iters })
+        }
         other => Err(PyValueError::new_err(format!(
             "orthogonal: expected 'cayley' or 'bjorck', got {other:?}"
         ))),
@@ -75,9 +107,16 @@ impl PyPotential {
         seed: i64,
     ) -> PyResult<Self> {
         let kind = ortho_kind(orthogonal, bjorck_iters)?;
+        let in_dim = count_arg(in_dim, "in_dim", 1)?;
+        let hidden = widths(hidden, "hidden")?;
+        let dims: Vec<usize> = std::iter::once(in_dim)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .collect();
+        checked_param_count(&dims, 1, "in_dim, hidden")?;
         let inner = Potential::new(
-            count_arg(in_dim, "in_dim", 1)?,
-            &widths(hidden, "hidden")?,
+            in_dim,
+            &hidden,
             count_arg(group_size, "group_size", 1)?,
             kind,
             &mut Rng::new(seed_arg(seed)?),
@@ -165,7 +204,8 @@ impl PyPotential {
 
     /// The orthonormal weight matrix Q (out x in) of every layer, inference mode.
     fn weights<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyArray2<f32>>>> {
-        let w = self.inner.weights(Mode::Eval).py()?;
+        let pot = &self.inner;
+        let w = detached(py, || pot.weights(Mode::Eval))?;
         w.matrices()
             .iter()
             .map(|q| to_numpy2(py, q.clone()))
@@ -206,6 +246,7 @@ impl PyMlp {
                 "dims: need at least an input and an output width",
             ));
         }
+        checked_param_count(&dims, 0, "dims")?;
         let inner = Mlp::new(
             &dims,
             activation(hidden_activation, negative_slope, "hidden_activation")?,
@@ -301,7 +342,7 @@ impl PyAdam {
             weight_decay,
         };
         Ok(Self {
-            inner: Adam::new(count_arg(n_params, "n_params", 1)?, config).py()?,
+            inner: Adam::new(adam_len(n_params)?, config).py()?,
         })
     }
 
@@ -348,6 +389,16 @@ impl PyAdam {
         self.inner.step(p, g.as_slice()?, lr);
         Ok(())
     }
+}
+
+fn adam_len(n_params: i64) -> PyResult<usize> {
+    let n = count_arg(n_params, "n_params", 1)?;
+    if n > MAX_PARAMS {
+        return Err(PyValueError::new_err(format!(
+            "n_params: must be <= {MAX_PARAMS}, got {n}"
+        )));
+    }
+    Ok(n)
 }
 
 impl PyAdam {
@@ -440,7 +491,8 @@ pub fn cayley<'py>(py: Python<'py>, m: &Bound<'py, PyAny>) -> PyResult<Bound<'py
     orthonormalise(py, m, |t| Ok(cy::cayley(t)?.0))
 }
 
-/// Björck orthonormalisation of m: `iters` steps, or until converged when None.
+/// Björck orthonormalisation of m: `iters` steps, or until converged when None. Forward
+/// only, so the iterates are not kept (the training variant stores one per step).
 #[pyfunction]
 #[pyo3(signature = (m, iters = None))]
 pub fn bjorck<'py>(
@@ -448,10 +500,16 @@ pub fn bjorck<'py>(
     m: &Bound<'py, PyAny>,
     iters: Option<i64>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    if let Some(i) = iters.filter(|&i| i > MAX_BJORCK_ITERS) {
+        return Err(PyValueError::new_err(format!(
+            "iters: must be <= {MAX_BJORCK_ITERS}, got {i}"
+        )));
+    }
     let iters = iters.map(|i| count_arg(i, "iters", 0)).transpose()?;
     orthonormalise(py, m, move |t| {
         Ok(match iters {
-            Some(k) => bj::bjorck(t, k).0,
+            // tol 0: exactly k steps unless already exactly orthonormal (a fixed point).
+            Some(k) => bj::bjorck_converged(t, 0.0, k),
             None => bj::bjorck_converged(t, 1e-6, 200),
         })
     })

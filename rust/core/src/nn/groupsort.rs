@@ -5,13 +5,8 @@
 //! The reference code's argument counts *groups*; here the size of a group is explicit
 //! (width 64 with 4 groups is `group_size = 16`; 2 is MaxMin; the width is a full sort).
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::linalg::{Matrix, Real};
-
-/// Rows per parallel task; below this the sort runs on the calling thread.
-const PAR_ROWS: usize = 256;
 
 pub fn check_group_size(width: usize, group_size: usize) -> Result<()> {
     if group_size == 0 || width % group_size != 0 {
@@ -35,35 +30,64 @@ pub fn forward<T: Real>(x: &Matrix<T>, group_size: usize) -> (Matrix<T>, Vec<u32
     let sort_row = |(i, (yr, pr)): (usize, (&mut [T], &mut [u32]))| {
         let xr = x.row(i);
         for g in (0..w).step_by(group_size) {
-            let idx = &mut pr[g..g + group_size];
-            idx.iter_mut()
-                .enumerate()
-                .for_each(|(k, v)| *v = (g + k) as u32);
-            // Descending; ties keep their original order so the permutation is deterministic.
-            idx.sort_by(|&a, &b| {
-                xr[b as usize]
-                    .partial_cmp(&xr[a as usize])
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            for k in 0..group_size {
-                yr[g + k] = xr[idx[k] as usize];
-            }
+            sort_group(&xr[g..g + group_size], &mut yr[g..g + group_size], &mut pr[g..g + group_size], g as u32);
         }
     };
-    let rows = y
-        .as_mut_slice()
+    // Sequential: callers parallelise over row blocks at a coarser grain.
+    y.as_mut_slice()
         .chunks_exact_mut(w)
-        .zip(perm.chunks_exact_mut(w));
-    if n >= 2 * PAR_ROWS {
-        rows.enumerate()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .with_min_len(PAR_ROWS)
-            .for_each(sort_row);
-    } else {
-        rows.enumerate().for_each(sort_row);
-    }
+        .zip(perm.chunks_exact_mut(w))
+        .enumerate()
+        .for_each(sort_row);
     (y, perm)
+}
+
+/// Sorts one group descending by ranking: an entry's output position is the number of
+/// entries before it in sorted order (larger, or equal with a smaller index, so ties keep
+/// their order and the permutation is deterministic). Branch-free; with the group size
+/// known at compile time the inner loop is one SIMD compare per entry, which beats a
+/// comparison sort on the small groups used here.
+#[inline]
+fn sort_group<T: Real>(x: &[T], y: &mut [T], perm: &mut [u32], offset: u32) {
+    match x.len() {
+        2 => {
+            let (a, b) = if x[1] > x[0] { (1, 0) } else { (0, 1) };
+            y[0] = x[a];
+            y[1] = x[b];
+            perm[0] = offset + a as u32;
+            perm[1] = offset + b as u32;
+        }
+        4 => sort_fixed::<T, 4>(x, y, perm, offset),
+        8 => sort_fixed::<T, 8>(x, y, perm, offset),
+        16 => sort_fixed::<T, 16>(x, y, perm, offset),
+        32 => sort_fixed::<T, 32>(x, y, perm, offset),
+        _ => {
+            let mut idx: Vec<u32> = (0..x.len() as u32).collect();
+            idx.sort_by(|&a, &b| x[b as usize].partial_cmp(&x[a as usize]).unwrap_or(std::cmp::Ordering::Equal));
+            for (k, &i) in idx.iter().enumerate() {
+                y[k] = x[i as usize];
+                perm[k] = offset + i;
+            }
+        }
+    }
+}
+
+#[inline]
+fn sort_fixed<T: Real, const G: usize>(x: &[T], y: &mut [T], perm: &mut [u32], offset: u32) {
+    let x: &[T; G] = x.try_into().expect("group length");
+    let mut rank = [0u32; G];
+    for j in 0..G {
+        let xj = x[j];
+        for i in 0..G {
+            rank[i] += ((xj > x[i]) | ((xj == x[i]) & (j < i))) as u32;
+        }
+    }
+    for i in 0..G {
+        // Ranks are a permutation for finite input; the clamp only guards NaN.
+        let r = (rank[i] as usize).min(G - 1);
+        y[r] = x[i];
+        perm[r] = offset + i as u32;
+    }
 }
 
 /// dL/dx from dL/dy: each output's gradient goes back to the column it came from.

@@ -3,14 +3,18 @@
 //! norm preserving, so ||grad f|| <= 1 everywhere (= 1 when every Q is exactly orthogonal
 //! and the output row has unit norm).
 
+use rayon::prelude::*;
+
 use super::orthogonal::{OrthoKind, OrthoLinear, WeightCache};
 use super::{Mode, groupsort};
 use crate::error::{Error, Result};
 use crate::linalg::{MatView, Matrix, Real};
+use crate::parallel::{map_ranges, row_ranges};
 use crate::rng::Rng;
 
-/// Rows per chunk when evaluating many cells, to bound the memory of activations.
-const EVAL_CHUNK: usize = 8192;
+/// Rows per task when evaluating many cells: bounds the memory of activations and gives
+/// every thread work.
+const EVAL_BLOCK: usize = 1024;
 
 #[derive(Clone, Debug)]
 pub struct Potential<T> {
@@ -31,6 +35,22 @@ pub struct Weights<T> {
 impl<T> Weights<T> {
     pub fn matrices(&self) -> &[Matrix<T>] {
         &self.qs
+    }
+}
+
+/// Gradients up to the orthonormal weights: dL/dQ per layer and bias gradients.
+#[derive(Clone, Debug)]
+struct GradParts<T> {
+    dqs: Vec<Matrix<T>>,
+    bias: Vec<T>,
+}
+
+impl<T: Real> GradParts<T> {
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.dqs.iter_mut().zip(&other.dqs) {
+            a.axpy(T::one(), b);
+        }
+        self.bias.iter_mut().zip(&other.bias).for_each(|(a, b)| *a += *b);
     }
 }
 
@@ -131,14 +151,13 @@ impl<T: Real> Potential<T> {
         &params[self.offsets[i]..self.offsets[i + 1]]
     }
 
+    /// Every layer's orthonormal weight; layers are independent, so they run in parallel.
     pub fn weights(&self, mode: Mode) -> Result<Weights<T>> {
-        let mut qs = Vec::with_capacity(self.layers.len());
-        let mut caches = Vec::with_capacity(self.layers.len());
-        for (i, l) in self.layers.iter().enumerate() {
-            let (q, c) = l.weight(self.layer_params(&self.params, i), mode)?;
-            qs.push(q);
-            caches.push(c);
-        }
+        let per_layer: Vec<_> = (0..self.layers.len())
+            .into_par_iter()
+            .map(|i| self.layers[i].weight(self.layer_params(&self.params, i), mode))
+            .collect::<Result<_>>()?;
+        let (qs, caches) = per_layer.into_iter().unzip();
         Ok(Weights { qs, caches })
     }
 
@@ -175,18 +194,31 @@ impl<T: Real> Potential<T> {
 
     /// Back-propagates dL/df (one value per row). Adds parameter gradients into `grad` when
     /// given (weights must then come from `Mode::Train`) and returns dL/dx when asked.
-    pub fn backward(
-        &self,
-        w: &Weights<T>,
-        tape: &Tape<T>,
-        df: &[T],
-        grad: Option<&mut [T]>,
-        need_dx: bool,
-    ) -> Option<Matrix<T>> {
+    pub fn backward(&self, w: &Weights<T>, tape: &Tape<T>, df: &[T], grad: Option<&mut [T]>, need_dx: bool) -> Option<Matrix<T>> {
+        match grad {
+            Some(g) => {
+                let (mut parts, dx) = self.backward_parts(w, tape, df, true, need_dx);
+                g.iter_mut().zip(&parts.bias).for_each(|(a, b)| *a += *b);
+                parts.bias.iter_mut().for_each(|v| *v = T::zero());
+                self.finish_grad(w, parts, g);
+                dx
+            }
+            None => self.backward_parts(w, tape, df, false, need_dx).1,
+        }
+    }
+
+    /// Back-propagation up to the orthonormal weights: dL/dQ per layer, bias gradients (in a
+    /// full-length vector, zeros elsewhere) and dL/dx. Partial results from row blocks
+    /// add up; [`Self::finish_grad`] then maps dL/dQ to the raw parameters once.
+    fn backward_parts(&self, w: &Weights<T>, tape: &Tape<T>, df: &[T], want_params: bool, need_dx: bool) -> (GradParts<T>, Option<Matrix<T>>) {
         let n = df.len();
         let last = self.layers.len() - 1;
         let mut dh = Matrix::from_vec(n, 1, df.to_vec()).expect("df length");
-        let mut grad = grad;
+        let mut parts = GradParts {
+            dqs: Vec::new(),
+            bias: if want_params { vec![T::zero(); self.n_params()] } else { Vec::new() },
+        };
+        let mut dqs_rev = Vec::new();
         let mut dx = None;
         for i in (0..=last).rev() {
             let l = &self.layers[i];
@@ -194,17 +226,11 @@ impl<T: Real> Potential<T> {
                 dh = groupsort::backward(&dh, &tape.perms[i]);
             }
             let want_dx = i > 0 || need_dx;
-            let out = if let Some(g) = grad.as_deref_mut() {
-                let gl = &mut g[self.offsets[i]..self.offsets[i + 1]];
+            let out = if want_params {
                 let mut dq = Matrix::zeros(l.out_dim, l.in_dim);
-                let out = l.apply_backward(
-                    &w.qs[i],
-                    &tape.inputs[i],
-                    &dh,
-                    Some((&mut dq, &mut *gl)),
-                    want_dx,
-                );
-                l.weight_backward(self.layer_params(&self.params, i), &w.caches[i], &dq, gl);
+                let gl = &mut parts.bias[self.offsets[i]..self.offsets[i + 1]];
+                let out = l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, Some((&mut dq, gl)), want_dx);
+                dqs_rev.push(dq);
                 out
             } else {
                 l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, None, want_dx)
@@ -214,36 +240,82 @@ impl<T: Real> Potential<T> {
                 other => dx = other,
             }
         }
-        dx
+        dqs_rev.reverse();
+        parts.dqs = dqs_rev;
+        (parts, dx)
     }
 
-    /// f(x) row by row (inference weights), in chunks so memory stays bounded.
+    /// Adds dL/d(raw parameters) into `grad` from summed [`GradParts`] (layers in parallel).
+    fn finish_grad(&self, w: &Weights<T>, parts: GradParts<T>, grad: &mut [T]) {
+        let per_layer: Vec<Vec<T>> = (0..self.layers.len())
+            .into_par_iter()
+            .map(|i| {
+                let lp = self.layer_params(&self.params, i);
+                let mut g = parts.bias[self.offsets[i]..self.offsets[i + 1]].to_vec();
+                self.layers[i].weight_backward(lp, &w.caches[i], &parts.dqs[i], &mut g);
+                g
+            })
+            .collect();
+        for (i, g) in per_layer.iter().enumerate() {
+            grad[self.offsets[i]..self.offsets[i + 1]].iter_mut().zip(g).for_each(|(a, b)| *a += *b);
+        }
+    }
+
+    /// Values f(x) and the parameter gradient of sum_i df_i f(x_i) on a training batch,
+    /// split into `n_blocks` row blocks processed in parallel and summed in order.
+    pub fn batch_grad(&self, w: &Weights<T>, x: &Matrix<T>, df: &[T], n_blocks: usize) -> (Vec<T>, Vec<T>) {
+        let ranges = row_ranges(x.rows(), n_blocks);
+        let parts = map_ranges(&ranges, |r| {
+            let xb = x.rows_range(r.start, r.end);
+            let (f, tape) = self.forward(w, &xb);
+            (f, self.backward_parts(w, &tape, &df[r], true, false).0)
+        });
+        let mut values = Vec::with_capacity(x.rows());
+        let mut total: Option<GradParts<T>> = None;
+        for (f, p) in parts {
+            values.extend(f);
+            total = Some(match total {
+                None => p,
+                Some(mut t) => {
+                    t.add(&p);
+                    t
+                }
+            });
+        }
+        let mut grad = vec![T::zero(); self.n_params()];
+        if let Some(t) = total {
+            grad.iter_mut().zip(&t.bias).for_each(|(a, b)| *a += *b);
+            let t = GradParts {
+                bias: vec![T::zero(); self.n_params()],
+                ..t
+            };
+            self.finish_grad(w, t, &mut grad);
+        }
+        (values, grad)
+    }
+
+    fn map_blocks<R: Send>(&self, x: MatView<'_, T>, f: impl Fn(&Matrix<T>) -> R + Sync + Send) -> Vec<R> {
+        let n_blocks = x.rows().div_ceil(EVAL_BLOCK);
+        map_ranges(&row_ranges(x.rows(), n_blocks), |r| f(&x.rows_range(r.start, r.end)))
+    }
+
+    /// f(x) row by row (inference weights), in parallel row blocks.
     pub fn value(&self, x: MatView<'_, T>) -> Result<Vec<T>> {
         self.check_input(x)?;
         let w = self.weights(Mode::Eval)?;
-        let mut out = Vec::with_capacity(x.rows());
-        for s in (0..x.rows()).step_by(EVAL_CHUNK) {
-            let chunk = x.rows_range(s, (s + EVAL_CHUNK).min(x.rows()));
-            out.extend(self.forward(&w, &chunk).0);
-        }
-        Ok(out)
+        Ok(self.map_blocks(x, |b| self.forward(&w, b).0).concat())
     }
 
-    /// grad_x f(x) for every row (inference weights), in chunks.
+    /// grad_x f(x) for every row (inference weights), in parallel row blocks.
     pub fn input_gradient(&self, x: MatView<'_, T>) -> Result<Matrix<T>> {
         self.check_input(x)?;
         let w = self.weights(Mode::Eval)?;
-        let mut out = Vec::with_capacity(x.rows() * x.cols());
-        for s in (0..x.rows()).step_by(EVAL_CHUNK) {
-            let chunk = x.rows_range(s, (s + EVAL_CHUNK).min(x.rows()));
-            let (_, tape) = self.forward(&w, &chunk);
-            let ones = vec![T::one(); chunk.rows()];
-            let g = self
-                .backward(&w, &tape, &ones, None, true)
-                .expect("dx requested");
-            out.extend_from_slice(g.as_slice());
-        }
-        Matrix::from_vec(x.rows(), x.cols(), out)
+        let blocks = self.map_blocks(x, |b| {
+            let (_, tape) = self.forward(&w, b);
+            let ones = vec![T::one(); b.rows()];
+            self.backward(&w, &tape, &ones, None, true).expect("dx requested").into_vec()
+        });
+        Matrix::from_vec(x.rows(), x.cols(), blocks.concat())
     }
 
     /// sum_i df_i * f(x_i): its value per row, its gradient with respect to the parameters
@@ -320,6 +392,25 @@ mod tests {
                     1e-5,
                     1e-8,
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_batch_gradient_equals_the_whole_batch_gradient() {
+        for kind in KINDS {
+            let pot = random_potential(6, &[8, 8], 4, kind, 44);
+            let mut rng = Rng::new(45);
+            let x = Matrix::from_fn(11, 6, |_, _| rng.uniform(-1.0, 1.0));
+            let c = probe(11, 46);
+            let (f, grad, _) = pot.value_and_grad(&x, &c).unwrap();
+            let w = pot.weights(Mode::Train).unwrap();
+            for blocks in [1, 2, 3, 11] {
+                let (fb, gb) = pot.batch_grad(&w, &x, &c, blocks);
+                let ferr = fb.iter().zip(&f).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(ferr < 1e-12, "values with {blocks} blocks: {ferr}");
+                let err = gb.iter().zip(&grad).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err < 1e-12, "{} with {blocks} blocks: {err}", kind.name());
             }
         }
     }

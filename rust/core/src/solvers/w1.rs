@@ -1,0 +1,636 @@
+//! The W1 solver of the paper, in two stages:
+//! 1. the Kantorovich potential f maximises mean f(source) - mean f(target) over 1-Lipschitz
+//!    networks (Adam, cosine-annealed learning rate, epoch-style batches);
+//! 2. with f frozen, a non-negative step size eta(x) is trained adversarially against a
+//!    discriminator D so that T(x) = x - eta(x) u(x), u = grad f / (||grad f|| + 1e-6),
+//!    pushes source batches onto target batches.
+//!
+//! Unlike the reference code, training and transport use the same unit direction u (the
+//! reference trains eta on u but transports along the raw gradient, whose norm is <= 1).
+
+use crate::error::{Error, Result};
+use crate::linalg::{MatView, Matrix, dot};
+use crate::nn::activation::Activation;
+use crate::nn::orthogonal::OrthoKind;
+use crate::nn::{Mlp, Mode, Potential};
+use crate::optim::{Adam, AdamConfig, CosineSchedule};
+use crate::parallel::{current_threads, map_ranges, row_ranges};
+use rayon::prelude::*;
+use crate::rng::{EpochSampler, Rng};
+
+use super::{Monitor, Progress};
+
+/// The reference's guard inside every log in the GAN losses.
+const LOG_EPS: f32 = 1e-6;
+/// Added to ||grad f|| before normalising (the reference's value).
+const DIR_EPS: f32 = 1e-6;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PotentialConfig {
+    pub hidden: Vec<usize>,
+    pub group_size: usize,
+    pub kind: OrthoKind,
+    pub iters: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub lr_min: f64,
+    pub adam: AdamConfig,
+    /// Evaluate the held-out dual estimate every this many iterations.
+    pub eval_every: usize,
+    /// Opt-in early stop: after this many evaluations without a relative gain of
+    /// `min_rel_improvement` in the held-out estimate, keep the best parameters and stop.
+    pub patience: Option<usize>,
+    pub min_rel_improvement: f64,
+}
+
+impl Default for PotentialConfig {
+    fn default() -> Self {
+        Self {
+            hidden: vec![64; 4],
+            group_size: 16,
+            kind: OrthoKind::Cayley,
+            iters: 10_000,
+            batch_size: 256,
+            lr: 1e-2,
+            lr_min: 1e-4,
+            adam: AdamConfig {
+                beta1: 0.5,
+                beta2: 0.5,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            eval_every: 100,
+            patience: None,
+            min_rel_improvement: 1e-3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepConfig {
+    pub hidden: Vec<usize>,
+    pub negative_slope: f64,
+    pub iters: usize,
+    pub batch_size: usize,
+    pub lr_eta: f64,
+    pub lr_disc: f64,
+    pub adam: AdamConfig,
+    /// Clip transported values at 0 (non-negative expression data).
+    pub positive: bool,
+    pub eval_every: usize,
+}
+
+impl Default for StepConfig {
+    fn default() -> Self {
+        Self {
+            hidden: vec![64; 4],
+            negative_slope: 0.01,
+            iters: 10_000,
+            batch_size: 256,
+            lr_eta: 1e-4,
+            lr_disc: 1e-4,
+            adam: AdamConfig::default(),
+            positive: false,
+            eval_every: 100,
+        }
+    }
+}
+
+/// Per-iteration losses and periodic held-out statistics of the potential stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PotentialHistory {
+    /// -(mean f(source batch) - mean f(target batch)) at each iteration.
+    pub loss: Vec<f32>,
+    pub eval_iters: Vec<usize>,
+    /// Dual W1 estimate mean f(source) - mean f(target) on held-out cells.
+    pub w1_valid: Vec<f32>,
+    /// Iteration whose parameters were kept (the last, or the best under early stopping).
+    pub best_iter: usize,
+}
+
+/// Per-iteration losses and periodic held-out diagnostics of the step-size stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepHistory {
+    pub disc_loss: Vec<f32>,
+    pub eta_loss: Vec<f32>,
+    pub eval_iters: Vec<usize>,
+    /// Mean D output on held-out target cells and on transported held-out source cells.
+    pub d_real_valid: Vec<f32>,
+    pub d_fake_valid: Vec<f32>,
+    /// Quantiles (5%, 50%, 95%) and mean of eta on held-out source cells.
+    pub eta_q05: Vec<f32>,
+    pub eta_q50: Vec<f32>,
+    pub eta_q95: Vec<f32>,
+    pub eta_mean: Vec<f32>,
+}
+
+/// How often the monitor is called (iterations); also bounds how quickly Ctrl-C is seen.
+pub const REPORT_EVERY: usize = 25;
+
+fn check_data(name: &'static str, x: MatView<'_, f32>, d: usize) -> Result<()> {
+    if x.rows() == 0 {
+        return Err(Error::invalid(name, "has no cells"));
+    }
+    if x.cols() != d {
+        return Err(Error::shape(name, format!("(n, {d})"), format!("({}, {})", x.rows(), x.cols())));
+    }
+    if !x.as_slice().iter().all(|v| v.is_finite()) {
+        return Err(Error::invalid(name, "contains NaN or infinite values"));
+    }
+    Ok(())
+}
+
+fn check_batch(batch: usize, n_train: usize, side: &str) -> Result<()> {
+    if batch == 0 {
+        return Err(Error::invalid("batch_size", "must be >= 1"));
+    }
+    if batch > n_train {
+        return Err(Error::invalid(
+            "batch_size",
+            format!("{batch} exceeds the {n_train} {side} cells available for training; lower batch_size or supply more cells"),
+        ));
+    }
+    Ok(())
+}
+
+fn mean(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Trains `pot` in place on `source` and `target` (training cells) and reports the dual
+/// estimate on `valid_source` / `valid_target` (may be empty).
+pub fn train_potential(
+    pot: &mut Potential<f32>,
+    source: MatView<'_, f32>,
+    target: MatView<'_, f32>,
+    valid: Option<(MatView<'_, f32>, MatView<'_, f32>)>,
+    cfg: &PotentialConfig,
+    rng: &mut Rng,
+    monitor: &mut Monitor<'_>,
+) -> Result<PotentialHistory> {
+    let d = pot.in_dim();
+    check_data("source", source, d)?;
+    check_data("target", target, d)?;
+    check_batch(cfg.batch_size, source.rows(), "source")?;
+    check_batch(cfg.batch_size, target.rows(), "target")?;
+    if cfg.eval_every == 0 {
+        return Err(Error::invalid("eval_every", "must be >= 1"));
+    }
+    let schedule = CosineSchedule::new(cfg.lr, cfg.lr_min, cfg.iters)?;
+    let mut adam = Adam::<f32>::new(pot.n_params(), cfg.adam.clone())?;
+    let mut s_sampler = EpochSampler::new(source.rows(), cfg.batch_size, rng);
+    let mut t_sampler = EpochSampler::new(target.rows(), cfg.batch_size, rng);
+    let b = cfg.batch_size;
+    // d(-mean f(x) + mean f(y)) / df: the same for every batch.
+    let mut df = vec![-1.0 / b as f32; b];
+    df.extend(std::iter::repeat_n(1.0 / b as f32, b));
+
+    let mut hist = PotentialHistory {
+        loss: Vec::with_capacity(cfg.iters),
+        ..Default::default()
+    };
+    let mut best: Option<(f32, Vec<f32>, usize)> = None;
+    let mut stale = 0usize;
+    for k in 0..cfg.iters {
+        let xb = source.select_rows(s_sampler.next_batch(rng));
+        let yb = target.select_rows(t_sampler.next_batch(rng));
+        let batch = Matrix::vstack(&xb, &yb);
+        let w = pot.weights(Mode::Train)?;
+        let (f, grad) = pot.batch_grad(&w, &batch, &df, current_threads());
+        let loss = dot(&f, &df);
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                stage: "potential",
+                iteration: k,
+                msg: format!("loss is {loss}"),
+            });
+        }
+        adam.step(pot.params_mut(), &grad, schedule.at(k));
+        if !pot.params().iter().all(|v| v.is_finite()) {
+            return Err(Error::Diverged {
+                stage: "potential",
+                iteration: k,
+                msg: "a parameter became non-finite".into(),
+            });
+        }
+        hist.loss.push(loss);
+
+        let last = k + 1 == cfg.iters;
+        let mut valid_now = None;
+        if let Some((vs, vt)) = valid
+            && ((k + 1) % cfg.eval_every == 0 || last)
+        {
+            let est = (mean(&pot.value(vs)?) - mean(&pot.value(vt)?)) as f32;
+            hist.eval_iters.push(k + 1);
+            hist.w1_valid.push(est);
+            valid_now = Some(est as f64);
+            if let Some(patience) = cfg.patience {
+                let improved = match &best {
+                    None => true,
+                    Some((b, _, _)) => est as f64 > *b as f64 + cfg.min_rel_improvement * (*b as f64).abs(),
+                };
+                if improved {
+                    best = Some((est, pot.params().to_vec(), k + 1));
+                    stale = 0;
+                } else {
+                    stale += 1;
+                }
+                if stale >= patience {
+                    break;
+                }
+            }
+        }
+        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
+            let p = Progress {
+                stage: "potential",
+                iteration: k + 1,
+                total: cfg.iters,
+                loss: loss as f64,
+                valid: valid_now.or_else(|| hist.w1_valid.last().map(|&v| v as f64)),
+            };
+            if !monitor(&p) {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+    hist.best_iter = hist.loss.len();
+    if let Some((_, params, it)) = best {
+        pot.set_params(&params)?;
+        hist.best_iter = it;
+    }
+    Ok(hist)
+}
+
+/// Unit transport directions u(x) = grad f(x) / (||grad f(x)|| + 1e-6).
+pub fn directions(pot: &Potential<f32>, x: MatView<'_, f32>) -> Result<Matrix<f32>> {
+    let mut g = pot.input_gradient(x)?;
+    let d = g.cols();
+    g.as_mut_slice().chunks_exact_mut(d).for_each(|r| {
+        let inv = 1.0 / (dot(r, r).sqrt() + DIR_EPS);
+        r.iter_mut().for_each(|v| *v *= inv);
+    });
+    Ok(g)
+}
+
+/// T(x) = x - eta u, clipped at 0 in `positive` mode.
+fn apply_step(x: &Matrix<f32>, eta: &[f32], u: &Matrix<f32>, positive: bool) -> Matrix<f32> {
+    let d = x.cols();
+    let mut z = x.clone();
+    for (i, zr) in z.as_mut_slice().chunks_exact_mut(d).enumerate() {
+        let (e, ur) = (eta[i], u.row(i));
+        for j in 0..d {
+            zr[j] -= e * ur[j];
+            if positive && zr[j] < 0.0 {
+                zr[j] = 0.0;
+            }
+        }
+    }
+    z
+}
+
+/// The step-size network and its discriminator, as the reference builds them.
+pub fn step_networks(d: usize, cfg: &StepConfig, rng: &mut Rng) -> Result<(Mlp<f32>, Mlp<f32>)> {
+    let mut dims = vec![d];
+    dims.extend_from_slice(&cfg.hidden);
+    dims.push(1);
+    let act = Activation::LeakyRelu(cfg.negative_slope);
+    let eta = Mlp::new(&dims, act, Activation::Softplus, rng)?;
+    let disc = Mlp::new(&dims, act, Activation::Sigmoid, rng)?;
+    Ok((eta, disc))
+}
+
+fn quantile(sorted: &[f32], q: f64) -> f32 {
+    if sorted.is_empty() {
+        return f32::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let t = (pos - lo as f64) as f32;
+    sorted[lo] * (1.0 - t) + sorted[hi] * t
+}
+
+/// Held-out data of the step stage: source cells with their directions, and target cells.
+pub struct StepValid<'a> {
+    pub source: MatView<'a, f32>,
+    pub directions: &'a Matrix<f32>,
+    pub target: MatView<'a, f32>,
+}
+
+/// Trains eta (and D) against the target, with f frozen: `dirs` are the unit directions of
+/// the training source cells.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    eta: &mut Mlp<f32>,
+    disc: &mut Mlp<f32>,
+    source: MatView<'_, f32>,
+    dirs: &Matrix<f32>,
+    target: MatView<'_, f32>,
+    valid: Option<StepValid<'_>>,
+    cfg: &StepConfig,
+    rng: &mut Rng,
+    monitor: &mut Monitor<'_>,
+) -> Result<StepHistory> {
+    let d = eta.in_dim();
+    check_data("source", source, d)?;
+    check_data("target", target, d)?;
+    check_batch(cfg.batch_size, source.rows(), "source")?;
+    check_batch(cfg.batch_size, target.rows(), "target")?;
+    if dirs.shape() != (source.rows(), d) {
+        return Err(Error::shape("directions", format!("({}, {d})", source.rows()), format!("{:?}", dirs.shape())));
+    }
+    if cfg.eval_every == 0 {
+        return Err(Error::invalid("eval_every", "must be >= 1"));
+    }
+    for (name, lr) in [("step_lr", cfg.lr_eta), ("disc_lr", cfg.lr_disc)] {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::invalid(name, format!("must be a positive number, got {lr}")));
+        }
+    }
+    let mut opt_eta = Adam::<f32>::new(eta.n_params(), cfg.adam.clone())?;
+    let mut opt_disc = Adam::<f32>::new(disc.n_params(), cfg.adam.clone())?;
+    let mut s_sampler = EpochSampler::new(source.rows(), cfg.batch_size, rng);
+    let mut t_sampler = EpochSampler::new(target.rows(), cfg.batch_size, rng);
+    let n = cfg.batch_size;
+    let inv_n = 1.0 / n as f32;
+    let mut hist = StepHistory {
+        disc_loss: Vec::with_capacity(cfg.iters),
+        eta_loss: Vec::with_capacity(cfg.iters),
+        ..Default::default()
+    };
+    let diverged = |k: usize, what: &str| Error::Diverged {
+        stage: "step_size",
+        iteration: k,
+        msg: what.to_string(),
+    };
+
+    let ranges = row_ranges(n, current_threads());
+    for k in 0..cfg.iters {
+        let idx = s_sampler.next_batch(rng).to_vec();
+        let xb = source.select_rows(&idx);
+        let ub = dirs.select_rows(&idx);
+        let yb = target.select_rows(t_sampler.next_batch(rng));
+
+        // Discriminator step on row blocks in parallel: eta(x), z = T(x) (a constant for
+        // D), and L_D = -mean log(D(y) + eps) - mean log(1 - D(z) + eps).
+        let blocks: Vec<_> = map_ranges(&ranges, |r| {
+            let (x, u) = (xb.rows_range(r.start, r.end), ub.rows_range(r.start, r.end));
+            let (eta_out, eta_tape) = eta.forward(&x);
+            let z = apply_step(&x, eta_out.as_slice(), &u, cfg.positive);
+            let (p, tape) = disc.forward(&Matrix::vstack(&yb.rows_range(r.start, r.end), &z));
+            let (p, m) = (p.as_slice(), r.len());
+            let mut ld = 0.0f32;
+            let mut dp = Matrix::zeros(2 * m, 1);
+            for i in 0..m {
+                ld -= ((p[i] + LOG_EPS).ln() + (1.0 - p[m + i] + LOG_EPS).ln()) * inv_n;
+                dp.as_mut_slice()[i] = -inv_n / (p[i] + LOG_EPS);
+                dp.as_mut_slice()[m + i] = inv_n / (1.0 - p[m + i] + LOG_EPS);
+            }
+            let mut gd = vec![0.0; disc.n_params()];
+            disc.backward(&tape, &dp, Some(&mut gd), false);
+            (ld, gd, (u, z, eta_tape))
+        });
+        let mut ld = 0.0f32;
+        let mut gd = vec![0.0f32; disc.n_params()];
+        let mut kept = Vec::with_capacity(blocks.len());
+        for (l, g, keep) in blocks {
+            ld += l;
+            gd.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+            kept.push(keep);
+        }
+        if !ld.is_finite() {
+            return Err(diverged(k, &format!("discriminator loss is {ld}")));
+        }
+        opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc);
+
+        // eta step against the updated D: L_eta = -mean log(D(z) + eps), back through D to z
+        // and, with z = x - eta u (clipped), dL/deta_i = -sum_j dz_ij u_ij where unclipped.
+        let disc_ref = &*disc;
+        let eta_ref = &*eta;
+        let blocks: Vec<(f32, Vec<f32>)> = kept
+            .par_iter()
+            .map(|(u, z, eta_tape)| {
+                let m = z.rows();
+                let (q, dtape) = disc_ref.forward(z);
+                let q = q.as_slice();
+                let mut le = 0.0f32;
+                let mut dq = Matrix::zeros(m, 1);
+                for i in 0..m {
+                    le -= (q[i] + LOG_EPS).ln() * inv_n;
+                    dq.as_mut_slice()[i] = -inv_n / (q[i] + LOG_EPS);
+                }
+                let dz = disc_ref.backward(&dtape, &dq, None, true).expect("dz requested");
+                let mut deta = Matrix::zeros(m, 1);
+                for i in 0..m {
+                    let (dzr, ur, zr) = (dz.row(i), u.row(i), z.row(i));
+                    let mut s = 0.0f32;
+                    for j in 0..d {
+                        if !(cfg.positive && zr[j] <= 0.0) {
+                            s -= dzr[j] * ur[j];
+                        }
+                    }
+                    deta.as_mut_slice()[i] = s;
+                }
+                let mut ge = vec![0.0; eta_ref.n_params()];
+                eta_ref.backward(eta_tape, &deta, Some(&mut ge), false);
+                (le, ge)
+            })
+            .collect();
+        let mut le = 0.0f32;
+        let mut ge = vec![0.0f32; eta.n_params()];
+        for (l, g) in blocks {
+            le += l;
+            ge.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+        }
+        if !le.is_finite() {
+            return Err(diverged(k, &format!("step-size loss is {le}")));
+        }
+        opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta);
+        if !eta.params().iter().chain(disc.params()).all(|v| v.is_finite()) {
+            return Err(diverged(k, "a parameter became non-finite"));
+        }
+        hist.disc_loss.push(ld);
+        hist.eta_loss.push(le);
+
+        let last = k + 1 == cfg.iters;
+        let mut valid_now = None;
+        if let Some(v) = &valid
+            && ((k + 1) % cfg.eval_every == 0 || last)
+        {
+            let e = eta.predict(v.source)?;
+            let zs = apply_step(&v.source.to_matrix(), e.as_slice(), v.directions, cfg.positive);
+            let d_fake = mean(disc.predict(zs.view())?.as_slice()) as f32;
+            let d_real = mean(disc.predict(v.target)?.as_slice()) as f32;
+            let mut es = e.into_vec();
+            es.sort_by(|a, b| a.total_cmp(b));
+            hist.eval_iters.push(k + 1);
+            hist.d_real_valid.push(d_real);
+            hist.d_fake_valid.push(d_fake);
+            hist.eta_q05.push(quantile(&es, 0.05));
+            hist.eta_q50.push(quantile(&es, 0.5));
+            hist.eta_q95.push(quantile(&es, 0.95));
+            hist.eta_mean.push(mean(&es) as f32);
+            valid_now = Some((d_real - d_fake) as f64);
+        }
+        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
+            let p = Progress {
+                stage: "step_size",
+                iteration: k + 1,
+                total: cfg.iters,
+                loss: le as f64,
+                valid: valid_now,
+            };
+            if !monitor(&p) {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+    Ok(hist)
+}
+
+/// T(x) for every row: x - eta(x) u(x), clipped at 0 when `positive`.
+pub fn transport(pot: &Potential<f32>, eta: &Mlp<f32>, x: MatView<'_, f32>, positive: bool) -> Result<Matrix<f32>> {
+    let u = directions(pot, x)?;
+    let e = eta.predict(x)?;
+    Ok(apply_step(&x.to_matrix(), e.as_slice(), &u, positive))
+}
+
+/// Splits 0..n into (train, held-out) with `frac` of the indices held out (none when the
+/// set is too small to spare them).
+pub fn holdout_split(n: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
+    let n_valid = ((n as f64) * frac).floor() as usize;
+    let perm = rng.permutation(n);
+    if n_valid == 0 || n_valid >= n {
+        return (perm, Vec::new());
+    }
+    let (v, t) = perm.split_at(n_valid);
+    let (mut t, mut v) = (t.to_vec(), v.to_vec());
+    // Sorted indices keep memory access in data order.
+    t.sort_unstable();
+    v.sort_unstable();
+    (t, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solvers::silent;
+
+    fn gaussians(n: usize, d: usize, shift: f32, seed: u64) -> (Matrix<f32>, Matrix<f32>) {
+        let mut rng = Rng::new(seed);
+        let x = Matrix::from_fn(n, d, |_, _| rng.normal());
+        let dir = 1.0 / (d as f32).sqrt();
+        let y = Matrix::from_fn(n, d, |_, _| rng.normal::<f32>() + shift * dir);
+        (x, y)
+    }
+
+    #[test]
+    fn potential_recovers_w1_of_shifted_gaussians() {
+        let (x, y) = gaussians(4000, 4, 3.0, 1);
+        let (xv, yv) = gaussians(2000, 4, 3.0, 2);
+        let mut rng = Rng::new(3);
+        let cfg = PotentialConfig {
+            iters: 1500,
+            ..Default::default()
+        };
+        let mut pot = Potential::new(4, &cfg.hidden, cfg.group_size, cfg.kind, &mut rng).unwrap();
+        let h = train_potential(&mut pot, x.view(), y.view(), Some((xv.view(), yv.view())), &cfg, &mut rng, &mut silent).unwrap();
+        let est = *h.w1_valid.last().unwrap();
+        assert!((est - 3.0).abs() < 0.15, "dual estimate {est}, exact 3");
+        assert_eq!(h.loss.len(), 1500);
+        // The source has the higher potential, so directions point from target to source
+        // and T moves against them.
+        let u = directions(&pot, xv.view()).unwrap();
+        let mean_u0: f32 = (0..u.rows()).map(|i| u.get(i, 0)).sum::<f32>() / u.rows() as f32;
+        assert!(mean_u0 < -0.4, "mean direction {mean_u0}");
+    }
+
+    #[test]
+    fn step_size_learns_the_shift() {
+        let (x, y) = gaussians(3000, 2, 4.0, 4);
+        let mut rng = Rng::new(5);
+        let pcfg = PotentialConfig {
+            iters: 800,
+            ..Default::default()
+        };
+        let mut pot = Potential::new(2, &pcfg.hidden, pcfg.group_size, pcfg.kind, &mut rng).unwrap();
+        train_potential(&mut pot, x.view(), y.view(), None, &pcfg, &mut rng, &mut silent).unwrap();
+        let scfg = StepConfig {
+            iters: 1500,
+            lr_eta: 1e-3,
+            lr_disc: 1e-3,
+            ..Default::default()
+        };
+        let (mut eta, mut disc) = step_networks(2, &scfg, &mut rng).unwrap();
+        let u = directions(&pot, x.view()).unwrap();
+        train_step(&mut eta, &mut disc, x.view(), &u, y.view(), None, &scfg, &mut rng, &mut silent).unwrap();
+        let t = transport(&pot, &eta, x.view(), false).unwrap();
+        let mean_shift: Vec<f32> = (0..2).map(|j| (0..t.rows()).map(|i| t.get(i, j) - x.get(i, j)).sum::<f32>() / t.rows() as f32).collect();
+        // The exact mean displacement is (4/sqrt 2)(1, 1): check its length and direction.
+        let norm = dot(&mean_shift, &mean_shift).sqrt();
+        let cos = (mean_shift[0] + mean_shift[1]) / (norm * 2f32.sqrt());
+        assert!((norm - 4.0).abs() < 0.8, "mean displacement {mean_shift:?}, length {norm}");
+        assert!(cos > 0.97, "mean displacement {mean_shift:?} points off the shift (cos {cos})");
+    }
+
+    #[test]
+    fn same_seed_same_model_bit_for_bit() {
+        let (x, y) = gaussians(600, 3, 1.0, 6);
+        let run = || {
+            let mut rng = Rng::new(9);
+            let cfg = PotentialConfig {
+                iters: 50,
+                ..Default::default()
+            };
+            let mut pot = Potential::<f32>::new(3, &cfg.hidden, cfg.group_size, cfg.kind, &mut rng).unwrap();
+            train_potential(&mut pot, x.view(), y.view(), None, &cfg, &mut rng, &mut silent).unwrap();
+            pot.params().to_vec()
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn monitor_can_stop_training_and_bad_batches_are_rejected() {
+        let (x, y) = gaussians(300, 2, 1.0, 7);
+        let mut rng = Rng::new(1);
+        let cfg = PotentialConfig {
+            iters: 1000,
+            ..Default::default()
+        };
+        let mut pot = Potential::<f32>::new(2, &cfg.hidden, cfg.group_size, cfg.kind, &mut rng).unwrap();
+        let mut calls = 0;
+        let mut stop_at_two = |_: &Progress| {
+            calls += 1;
+            calls < 2
+        };
+        let r = train_potential(&mut pot, x.view(), y.view(), None, &cfg, &mut rng, &mut stop_at_two);
+        assert_eq!(r, Err(Error::Interrupted));
+        assert_eq!(calls, 2);
+        let small = PotentialConfig {
+            batch_size: 400,
+            ..cfg
+        };
+        let r = train_potential(&mut pot, x.view(), y.view(), None, &small, &mut rng, &mut silent);
+        assert!(matches!(r, Err(Error::InvalidArgument { name: "batch_size", .. })));
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_best_parameters_and_stops_early() {
+        let (x, y) = gaussians(2000, 2, 2.0, 8);
+        let (xv, yv) = gaussians(500, 2, 2.0, 9);
+        let mut rng = Rng::new(2);
+        let cfg = PotentialConfig {
+            iters: 5000,
+            eval_every: 50,
+            patience: Some(3),
+            ..Default::default()
+        };
+        let mut pot = Potential::<f32>::new(2, &cfg.hidden, cfg.group_size, cfg.kind, &mut rng).unwrap();
+        let h = train_potential(&mut pot, x.view(), y.view(), Some((xv.view(), yv.view())), &cfg, &mut rng, &mut silent).unwrap();
+        assert!(h.loss.len() < 5000, "never stopped");
+        let best = h.w1_valid.iter().cloned().fold(f32::MIN, f32::max);
+        let at_best = h.w1_valid[h.eval_iters.iter().position(|&i| i == h.best_iter).unwrap()];
+        assert!(at_best >= best - 1e-3 * best.abs(), "kept {at_best}, best {best}");
+        let now = (mean(&pot.value(xv.view()).unwrap()) - mean(&pot.value(yv.view()).unwrap())) as f32;
+        assert!((now - at_best).abs() < 1e-4, "restored parameters give {now}, recorded {at_best}");
+    }
+}
