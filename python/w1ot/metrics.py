@@ -26,6 +26,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from w1ot._validation import as_cells
+
 __all__ = [
     "DEFAULT_GAMMAS",
     "compute_metrics",
@@ -48,33 +50,8 @@ DEFAULT_GAMMAS.setflags(write=False)
 
 
 def _as_2d(a, name: str) -> np.ndarray:
-    """Return ``a`` as a C-contiguous, finite, non-empty 2-D float64 array (cells x features)."""
-    if hasattr(a, "toarray") and callable(a.toarray):  # scipy.sparse
-        a = a.toarray()
-    try:
-        arr = np.asarray(a)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a numeric array-like, got {type(a).__name__}") from exc
-    if arr.dtype.kind == "O":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be numeric, got non-numeric objects") from exc
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric (bool/int/float), got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array (cells x features), got ndim={arr.ndim}; "
-            "use .reshape(-1, 1) for a single feature"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty (0 cells)")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    """``a`` as a C-contiguous, finite, non-empty 2-D float64 array (cells x features)."""
+    return as_cells(a, name, dtype=np.float64)
 
 
 def _same_features(**arrays: np.ndarray) -> None:

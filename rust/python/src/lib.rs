@@ -3,9 +3,14 @@
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod arrays;
 mod errors;
 mod nn;
+mod solver;
+mod training;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -14,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nn::PyPotential>()?;
     m.add_class::<nn::PyMlp>()?;
     m.add_class::<nn::PyAdam>()?;
+    m.add_class::<solver::PyW1>()?;
     m.add_function(wrap_pyfunction!(nn::cosine_lr, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort_backward, m)?)?;

@@ -410,6 +410,18 @@ impl PyAdam {
 /// Learning rate at step k of a cosine annealing from lr_max to lr_min over `total` steps.
 #[pyfunction]
 pub fn cosine_lr(step: i64, total: i64, lr_max: f64, lr_min: f64) -> PyResult<f64> {
+    // Checked here too so that the messages name this function's arguments (the core's
+    // schedule calls its maximum "lr").
+    if !(lr_max > 0.0 && lr_max.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "lr_max: must be a positive number, got {lr_max}"
+        )));
+    }
+    if !(0.0..=lr_max).contains(&lr_min) {
+        return Err(PyValueError::new_err(format!(
+            "lr_min: must be in [0, lr_max], got {lr_min}"
+        )));
+    }
     let s = CosineSchedule::new(lr_max, lr_min, count_arg(total, "total", 0)?).py()?;
     Ok(s.at(count_arg(step, "step", 0)?))
 }

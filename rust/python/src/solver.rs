@@ -1,0 +1,332 @@
+//! The W1 solver's state (potential, step size, discriminator) and its training stages.
+
+use numpy::{PyArray1, PyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use w1ot_core::linalg::{MatView, Matrix};
+use w1ot_core::nn::{Mlp, Potential};
+use w1ot_core::optim::AdamConfig;
+use w1ot_core::rng::Rng;
+use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepValid};
+
+use crate::arrays::{matrix_arg, to_numpy1, to_numpy2, vector_arg, view};
+use crate::errors::{IntoPyResult, count_arg, detached};
+use crate::nn::{ortho_kind, seed_arg, widths};
+use crate::training;
+
+/// Seeds of the stages' random streams, derived from the model seed so that each stage
+/// can be re-run alone and still reproduce.
+const POTENTIAL_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
+const STEP_STREAM: u64 = 0xd1b5_4a32_d192_ed03;
+
+fn f32_dict<'py>(py: Python<'py>, items: Vec<(&str, Vec<f32>)>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in items {
+        d.set_item(k, to_numpy1(py, v))?;
+    }
+    Ok(d)
+}
+
+fn usize_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+    PyArray1::from_vec(py, v.into_iter().map(|x| x as i64).collect())
+}
+
+fn positive_f64(v: f64, name: &str) -> PyResult<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(PyValueError::new_err(format!("{name}: must be a positive number, got {v}")))
+    }
+}
+
+fn adam_config(betas: (f64, f64), eps: f64, weight_decay: f64) -> AdamConfig {
+    AdamConfig {
+        beta1: betas.0,
+        beta2: betas.1,
+        eps,
+        weight_decay,
+    }
+}
+
+fn valid_pair<'py>(
+    vs: Option<&Bound<'py, PyAny>>,
+    vt: Option<&Bound<'py, PyAny>>,
+    d: usize,
+) -> PyResult<Option<(numpy::PyReadonlyArray2<'py, f32>, numpy::PyReadonlyArray2<'py, f32>)>> {
+    match (vs, vt) {
+        (Some(s), Some(t)) => Ok(Some((matrix_arg(s, "valid_source", Some(d))?, matrix_arg(t, "valid_target", Some(d))?))),
+        (None, None) => Ok(None),
+        _ => Err(PyValueError::new_err("valid_source and valid_target must be given together")),
+    }
+}
+
+#[pyclass(module = "w1ot._core", name = "W1Core")]
+pub struct PyW1 {
+    pot: Potential<f32>,
+    eta: Mlp<f32>,
+    disc: Mlp<f32>,
+    seed: u64,
+}
+
+#[pymethods]
+impl PyW1 {
+    #[new]
+    #[pyo3(signature = (dim, *, hidden = vec![64, 64, 64, 64], group_size = 16, orthogonal = "cayley", bjorck_iters = 20, step_hidden = vec![64, 64, 64, 64], negative_slope = 0.01, seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dim: i64,
+        hidden: Vec<i64>,
+        group_size: i64,
+        orthogonal: &str,
+        bjorck_iters: i64,
+        step_hidden: Vec<i64>,
+        negative_slope: f64,
+        seed: i64,
+    ) -> PyResult<Self> {
+        let dim = count_arg(dim, "dim", 1)?;
+        let seed = seed_arg(seed)?;
+        if !(0.0..1.0).contains(&negative_slope) {
+            return Err(PyValueError::new_err(format!("negative_slope: must be in [0, 1), got {negative_slope}")));
+        }
+        let mut rng = Rng::new(seed);
+        let pot = Potential::new(
+            dim,
+            &widths(hidden, "hidden")?,
+            count_arg(group_size, "group_size", 1)?,
+            ortho_kind(orthogonal, bjorck_iters)?,
+            &mut rng,
+        )
+        .py()?;
+        let scfg = StepConfig {
+            hidden: widths(step_hidden, "step_hidden")?,
+            negative_slope,
+            ..Default::default()
+        };
+        let (eta, disc) = w1::step_networks(dim, &scfg, &mut rng).py()?;
+        Ok(Self { pot, eta, disc, seed })
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.pot.in_dim()
+    }
+
+    /// Trains the potential; returns its history. On any error the model is unchanged.
+    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-2, lr_min = 1e-4, betas = (0.5, 0.5), eps = 1e-8, weight_decay = 0.0, eval_every = 100, patience = None, min_rel_improvement = 1e-3, n_threads = 0, callback = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn fit_potential<'py>(
+        &mut self,
+        py: Python<'py>,
+        source: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        valid_source: Option<&Bound<'py, PyAny>>,
+        valid_target: Option<&Bound<'py, PyAny>>,
+        iters: i64,
+        batch_size: i64,
+        lr: f64,
+        lr_min: f64,
+        betas: (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+        eval_every: i64,
+        patience: Option<i64>,
+        min_rel_improvement: f64,
+        n_threads: i64,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.pot.in_dim();
+        let s = matrix_arg(source, "source", Some(d))?;
+        let t = matrix_arg(target, "target", Some(d))?;
+        let valid = valid_pair(valid_source, valid_target, d)?;
+        let cfg = PotentialConfig {
+            hidden: self.pot.hidden(),
+            group_size: self.pot.group_size(),
+            kind: self.pot.kind(),
+            iters: count_arg(iters, "iters", 0)?,
+            batch_size: count_arg(batch_size, "batch_size", 1)?,
+            lr: positive_f64(lr, "lr")?,
+            lr_min,
+            adam: adam_config(betas, eps, weight_decay),
+            eval_every: count_arg(eval_every, "eval_every", 1)?,
+            patience: patience.map(|p| count_arg(p, "patience", 1)).transpose()?,
+            min_rel_improvement,
+        };
+        let n_threads = count_arg(n_threads, "n_threads", 0)?;
+        let (sv, tv) = (view(&s), view(&t));
+        let vv: Option<(MatView<'_, f32>, MatView<'_, f32>)> = valid.as_ref().map(|(a, b)| (view(a), view(b)));
+        let mut pot = self.pot.clone();
+        let seed = self.seed;
+        let hist = training::run(py, n_threads, callback.as_ref(), |monitor| {
+            let mut rng = Rng::new(seed ^ POTENTIAL_STREAM);
+            w1::train_potential(&mut pot, sv, tv, vv, &cfg, &mut rng, monitor)
+        })?;
+        self.pot = pot;
+        let d = f32_dict(py, vec![("loss", hist.loss), ("w1_valid", hist.w1_valid)])?;
+        d.set_item("eval_iters", usize_array(py, hist.eval_iters))?;
+        d.set_item("best_iter", hist.best_iter)?;
+        Ok(d)
+    }
+
+    /// Trains the step size against a discriminator, f frozen; returns its history.
+    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, n_threads = 0, callback = None, reinit = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn fit_step<'py>(
+        &mut self,
+        py: Python<'py>,
+        source: &Bound<'py, PyAny>,
+        target: &Bound<'py, PyAny>,
+        valid_source: Option<&Bound<'py, PyAny>>,
+        valid_target: Option<&Bound<'py, PyAny>>,
+        iters: i64,
+        batch_size: i64,
+        lr: f64,
+        disc_lr: f64,
+        betas: (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+        positive: bool,
+        eval_every: i64,
+        n_threads: i64,
+        callback: Option<Py<PyAny>>,
+        reinit: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.pot.in_dim();
+        let s = matrix_arg(source, "source", Some(d))?;
+        let t = matrix_arg(target, "target", Some(d))?;
+        let valid = valid_pair(valid_source, valid_target, d)?;
+        let (hidden_act, _) = self.eta.activations();
+        let negative_slope = match hidden_act {
+            w1ot_core::nn::Activation::LeakyRelu(s) => s,
+            _ => 0.01,
+        };
+        let dims = self.eta.dims();
+        let cfg = StepConfig {
+            hidden: dims[1..dims.len() - 1].to_vec(),
+            negative_slope,
+            iters: count_arg(iters, "iters", 0)?,
+            batch_size: count_arg(batch_size, "batch_size", 1)?,
+            lr_eta: positive_f64(lr, "step_lr")?,
+            lr_disc: positive_f64(disc_lr, "disc_lr")?,
+            adam: adam_config(betas, eps, weight_decay),
+            positive,
+            eval_every: count_arg(eval_every, "eval_every", 1)?,
+        };
+        let n_threads = count_arg(n_threads, "n_threads", 0)?;
+        let (sv, tv) = (view(&s), view(&t));
+        let vv = valid.as_ref().map(|(a, b)| (view(a), view(b)));
+        let pot = &self.pot;
+        let (mut eta, mut disc) = (self.eta.clone(), self.disc.clone());
+        let seed = self.seed;
+        let hist = training::run(py, n_threads, callback.as_ref(), |monitor| {
+            let mut rng = Rng::new(seed ^ STEP_STREAM);
+            if reinit {
+                (eta, disc) = w1::step_networks(d, &cfg, &mut rng)?;
+            }
+            let dirs = w1::directions(pot, sv)?;
+            let vdirs = match vv {
+                Some((vs, _)) => Some(w1::directions(pot, vs)?),
+                None => None,
+            };
+            let valid = match (vv, vdirs.as_ref()) {
+                (Some((vs, vt)), Some(u)) => Some(StepValid {
+                    source: vs,
+                    directions: u,
+                    target: vt,
+                }),
+                _ => None,
+            };
+            w1::train_step(&mut eta, &mut disc, sv, &dirs, tv, valid, &cfg, &mut rng, monitor)
+        })?;
+        self.eta = eta;
+        self.disc = disc;
+        let d = f32_dict(
+            py,
+            vec![
+                ("disc_loss", hist.disc_loss),
+                ("step_loss", hist.eta_loss),
+                ("d_real_valid", hist.d_real_valid),
+                ("d_fake_valid", hist.d_fake_valid),
+                ("eta_q05", hist.eta_q05),
+                ("eta_q50", hist.eta_q50),
+                ("eta_q95", hist.eta_q95),
+                ("eta_mean", hist.eta_mean),
+            ],
+        )?;
+        d.set_item("eval_iters", usize_array(py, hist.eval_iters))?;
+        Ok(d)
+    }
+
+    fn potential<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
+        let xv = view(&x);
+        let pot = &self.pot;
+        Ok(to_numpy1(py, detached(py, || pot.value(xv))?))
+    }
+
+    fn gradient<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
+        let xv = view(&x);
+        let pot = &self.pot;
+        to_numpy2(py, detached(py, || pot.input_gradient(xv))?)
+    }
+
+    fn direction<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
+        let xv = view(&x);
+        let pot = &self.pot;
+        to_numpy2(py, detached(py, || w1::directions(pot, xv))?)
+    }
+
+    fn step_size<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
+        let xv = view(&x);
+        let eta = &self.eta;
+        Ok(to_numpy1(py, detached(py, || eta.predict(xv).map(Matrix::into_vec))?))
+    }
+
+    /// Mean D output per row (the step stage's discriminator; a diagnostic).
+    fn discriminator<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
+        let xv = view(&x);
+        let disc = &self.disc;
+        Ok(to_numpy1(py, detached(py, || disc.predict(xv).map(Matrix::into_vec))?))
+    }
+
+    #[pyo3(signature = (x, positive = false))]
+    fn transport<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, positive: bool) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
+        let xv = view(&x);
+        let (pot, eta) = (&self.pot, &self.eta);
+        to_numpy2(py, detached(py, || w1::transport(pot, eta, xv, positive))?)
+    }
+
+    /// Parameters of the three networks, as float32 arrays.
+    fn get_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        f32_dict(
+            py,
+            vec![
+                ("potential", self.pot.params().to_vec()),
+                ("step", self.eta.params().to_vec()),
+                ("discriminator", self.disc.params().to_vec()),
+            ],
+        )
+    }
+
+    fn set_state(&mut self, state: &Bound<'_, PyDict>) -> PyResult<()> {
+        let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+            state
+                .get_item(k)?
+                .ok_or_else(|| PyValueError::new_err(format!("state: missing {k:?}")))
+        };
+        let (p, e, dc) = (get("potential")?, get("step")?, get("discriminator")?);
+        let p = vector_arg(&p, "state['potential']", Some(self.pot.n_params()))?;
+        let e = vector_arg(&e, "state['step']", Some(self.eta.n_params()))?;
+        let dc = vector_arg(&dc, "state['discriminator']", Some(self.disc.n_params()))?;
+        self.pot.set_params(p.as_slice()?).py()?;
+        self.eta.set_params(e.as_slice()?).py()?;
+        self.disc.set_params(dc.as_slice()?).py()?;
+        Ok(())
+    }
+}
+
