@@ -397,6 +397,7 @@ class _ProgressReporter:
     def __init__(self, show: bool, callback: Callable[[Progress], Any] | None) -> None:
         self.show, self.callback = show, callback
         self.bars: dict[str, Any] = {}
+        self.last_valid: dict[str, float | None] = {}
 
     def __enter__(self) -> _ProgressReporter:
         return self
@@ -414,11 +415,17 @@ class _ProgressReporter:
                 from tqdm.auto import tqdm
 
                 bar = self.bars[stage] = tqdm(total=total, desc=stage.replace("_", " "), leave=True)
+                self.last_valid[stage] = None
             bar.update(iteration - bar.n)
-            post = {"loss": f"{loss:.4g}"}
             if valid is not None:
-                post["W1 (held out)" if stage == "potential" else "D gap"] = f"{valid:.4g}"
+                self.last_valid[stage] = valid
+            post = {"loss": f"{loss:.4g}"}
+            if self.last_valid[stage] is not None:
+                key = "W1 (held out)" if stage == "potential" else "D(real)-D(fake)"
+                post[key] = f"{self.last_valid[stage]:.4g}"
             bar.set_postfix(post, refresh=False)
+            if iteration >= total:
+                bar.close()
         if self.callback is not None:
             return self.callback(Progress(stage, iteration, total, loss, valid)) is not False
         return True
