@@ -68,8 +68,10 @@ class W1OT:
     step_hidden : widths of the step-size network and the discriminator (4 x 64).
     valid_fraction : share of each side held out to report the dual W1 estimate (0.1).
     eval_every : iterations between held-out evaluations (100).
-    early_stopping : stop the potential stage once the held-out W1 estimate has not risen by
-        0.1% for ``patience`` evaluations, keeping the best parameters (off by default).
+    early_stopping : stop each stage early, keeping its best parameters (off by default): the
+        potential once the held-out W1 estimate has not risen by 0.1% for ``patience``
+        evaluations; the step size once the held-out energy distance between transported and
+        target cells has not fallen by 1% for ``patience`` evaluations.
     patience : evaluations without improvement before an early stop (5).
     positive : clip transported values at 0 (for non-negative expression data).
     seed : seed of initialisation, the held-out split and batch sampling.
@@ -281,6 +283,7 @@ class W1OT:
                 disc_lr=self.disc_lr,
                 positive=self.positive,
                 eval_every=self.eval_every,
+                patience=self.patience if self.early_stopping else None,
                 n_threads=self.n_threads,
                 callback=report,
             )
@@ -293,7 +296,16 @@ class W1OT:
         history["disc_loss"] = sh["disc_loss"]
         history["step_loss"] = sh["step_loss"]
         history["step_eval_iters"] = sh["eval_iters"]
-        for k in ("d_real_valid", "d_fake_valid", "eta_q05", "eta_q50", "eta_q95", "eta_mean"):
+        history["step_best_iter"] = np.asarray(sh["best_iter"])
+        for k in (
+            "d_real_valid",
+            "d_fake_valid",
+            "eta_q05",
+            "eta_q50",
+            "eta_q95",
+            "eta_mean",
+            "energy_valid",
+        ):
             history[k] = sh[k]
         self._core, self.history, self.fit_time_ = core, history, times
         self._warn_on_collapse()

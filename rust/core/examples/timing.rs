@@ -10,8 +10,14 @@ use w1ot_core::rng::Rng;
 use w1ot_core::solvers::{silent, w1};
 
 fn main() {
-    let d: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(50);
-    let iters: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(300);
+    let d: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let iters: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     let mut rng = Rng::new(0);
     let z = Matrix::<f32>::from_fn(512, 64, |_, _| rng.normal());
     for gs in [2usize, 16, 64] {
@@ -19,22 +25,59 @@ fn main() {
         for _ in 0..1000 {
             std::hint::black_box(w1ot_core::nn::groupsort::forward(&z, gs));
         }
-        println!("groupsort 512x64 gs={gs}: {:.1} us", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "groupsort 512x64 gs={gs}: {:.1} us",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     let x = Matrix::<f32>::from_fn(5000, d, |_, _| rng.normal());
-    let y = Matrix::<f32>::from_fn(5000, d, |_, j| rng.normal::<f32>() + if j == 0 { 2.0 } else { 0.0 });
-    let pcfg = w1::PotentialConfig { iters, ..Default::default() };
+    let y = Matrix::<f32>::from_fn(5000, d, |_, j| {
+        rng.normal::<f32>() + if j == 0 { 2.0 } else { 0.0 }
+    });
+    let pcfg = w1::PotentialConfig {
+        iters,
+        ..Default::default()
+    };
     let mut pot = Potential::new(d, &pcfg.hidden, pcfg.group_size, pcfg.kind, &mut rng).unwrap();
     let t = Instant::now();
-    w1::train_potential(&mut pot, x.view(), y.view(), None, &pcfg, &mut rng, &mut silent).unwrap();
+    w1::train_potential(
+        &mut pot,
+        x.view(),
+        y.view(),
+        None,
+        &pcfg,
+        &mut rng,
+        &mut silent,
+    )
+    .unwrap();
     let tp = t.elapsed().as_secs_f64() / iters as f64;
-    let scfg = w1::StepConfig { iters, ..Default::default() };
+    let scfg = w1::StepConfig {
+        iters,
+        ..Default::default()
+    };
     let (mut eta, mut disc) = w1::step_networks(d, &scfg, &mut rng).unwrap();
     let t = Instant::now();
     let u = w1::directions(&pot, x.view()).unwrap();
     let tdir = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    w1::train_step(&mut eta, &mut disc, x.view(), &u, y.view(), None, &scfg, &mut rng, &mut silent).unwrap();
+    w1::train_step(
+        &mut eta,
+        &mut disc,
+        x.view(),
+        &u,
+        y.view(),
+        None,
+        &scfg,
+        &mut rng,
+        &mut silent,
+    )
+    .unwrap();
     let ts = t.elapsed().as_secs_f64() / iters as f64;
-    println!("d={d} threads={} potential {:.3} ms/iter, directions(5000) {:.1} ms, step {:.3} ms/iter", rayon::current_num_threads(), tp * 1e3, tdir * 1e3, ts * 1e3);
+    println!(
+        "d={d} threads={} potential {:.3} ms/iter, directions(5000) {:.1} ms, step {:.3} ms/iter",
+        rayon::current_num_threads(),
+        tp * 1e3,
+        tdir * 1e3,
+        ts * 1e3
+    );
 }

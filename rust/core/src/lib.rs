@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod linalg;
+pub mod losses;
 pub mod nn;
 pub mod optim;
 pub mod parallel;

@@ -26,7 +26,10 @@ pub fn row_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
 }
 
 /// Maps `f` over the ranges in parallel; results come back in range order.
-pub fn map_ranges<R: Send>(ranges: &[Range<usize>], f: impl Fn(Range<usize>) -> R + Sync + Send) -> Vec<R> {
+pub fn map_ranges<R: Send>(
+    ranges: &[Range<usize>],
+    f: impl Fn(Range<usize>) -> R + Sync + Send,
+) -> Vec<R> {
     if ranges.len() <= 1 {
         return ranges.iter().cloned().map(f).collect();
     }
@@ -60,7 +63,10 @@ mod tests {
             assert_eq!(r.last().unwrap().end, n);
             assert!(r.windows(2).all(|w| w[0].end == w[1].start));
             assert!(r.len() <= k && r.iter().all(|x| !x.is_empty()));
-            let (lo, hi) = (r.iter().map(|x| x.len()).min().unwrap(), r.iter().map(|x| x.len()).max().unwrap());
+            let (lo, hi) = (
+                r.iter().map(|x| x.len()).min().unwrap(),
+                r.iter().map(|x| x.len()).max().unwrap(),
+            );
             assert!(hi - lo <= 1);
         }
         assert!(row_ranges(0, 4).is_empty());

@@ -36,7 +36,9 @@ fn positive_f64(v: f64, name: &str) -> PyResult<f64> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(PyValueError::new_err(format!("{name}: must be a positive number, got {v}")))
+        Err(PyValueError::new_err(format!(
+            "{name}: must be a positive number, got {v}"
+        )))
     }
 }
 
@@ -53,11 +55,21 @@ fn valid_pair<'py>(
     vs: Option<&Bound<'py, PyAny>>,
     vt: Option<&Bound<'py, PyAny>>,
     d: usize,
-) -> PyResult<Option<(numpy::PyReadonlyArray2<'py, f32>, numpy::PyReadonlyArray2<'py, f32>)>> {
+) -> PyResult<
+    Option<(
+        numpy::PyReadonlyArray2<'py, f32>,
+        numpy::PyReadonlyArray2<'py, f32>,
+    )>,
+> {
     match (vs, vt) {
-        (Some(s), Some(t)) => Ok(Some((matrix_arg(s, "valid_source", Some(d))?, matrix_arg(t, "valid_target", Some(d))?))),
+        (Some(s), Some(t)) => Ok(Some((
+            matrix_arg(s, "valid_source", Some(d))?,
+            matrix_arg(t, "valid_target", Some(d))?,
+        ))),
         (None, None) => Ok(None),
-        _ => Err(PyValueError::new_err("valid_source and valid_target must be given together")),
+        _ => Err(PyValueError::new_err(
+            "valid_source and valid_target must be given together",
+        )),
     }
 }
 
@@ -87,7 +99,9 @@ impl PyW1 {
         let dim = count_arg(dim, "dim", 1)?;
         let seed = seed_arg(seed)?;
         if !(0.0..1.0).contains(&negative_slope) {
-            return Err(PyValueError::new_err(format!("negative_slope: must be in [0, 1), got {negative_slope}")));
+            return Err(PyValueError::new_err(format!(
+                "negative_slope: must be in [0, 1), got {negative_slope}"
+            )));
         }
         let mut rng = Rng::new(seed);
         let pot = Potential::new(
@@ -104,7 +118,12 @@ impl PyW1 {
             ..Default::default()
         };
         let (eta, disc) = w1::step_networks(dim, &scfg, &mut rng).py()?;
-        Ok(Self { pot, eta, disc, seed })
+        Ok(Self {
+            pot,
+            eta,
+            disc,
+            seed,
+        })
     }
 
     #[getter]
@@ -154,7 +173,8 @@ impl PyW1 {
         };
         let n_threads = count_arg(n_threads, "n_threads", 0)?;
         let (sv, tv) = (view(&s), view(&t));
-        let vv: Option<(MatView<'_, f32>, MatView<'_, f32>)> = valid.as_ref().map(|(a, b)| (view(a), view(b)));
+        let vv: Option<(MatView<'_, f32>, MatView<'_, f32>)> =
+            valid.as_ref().map(|(a, b)| (view(a), view(b)));
         let mut pot = self.pot.clone();
         let seed = self.seed;
         let hist = training::run(py, n_threads, callback.as_ref(), |monitor| {
@@ -169,7 +189,7 @@ impl PyW1 {
     }
 
     /// Trains the step size against a discriminator, f frozen; returns its history.
-    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, n_threads = 0, callback = None, reinit = true))]
+    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, patience = None, min_rel_improvement = 1e-2, n_threads = 0, callback = None, reinit = true))]
     #[allow(clippy::too_many_arguments)]
     fn fit_step<'py>(
         &mut self,
@@ -187,6 +207,8 @@ impl PyW1 {
         weight_decay: f64,
         positive: bool,
         eval_every: i64,
+        patience: Option<i64>,
+        min_rel_improvement: f64,
         n_threads: i64,
         callback: Option<Py<PyAny>>,
         reinit: bool,
@@ -211,6 +233,8 @@ impl PyW1 {
             adam: adam_config(betas, eps, weight_decay),
             positive,
             eval_every: count_arg(eval_every, "eval_every", 1)?,
+            patience: patience.map(|p| count_arg(p, "patience", 1)).transpose()?,
+            min_rel_improvement,
         };
         let n_threads = count_arg(n_threads, "n_threads", 0)?;
         let (sv, tv) = (view(&s), view(&t));
@@ -236,7 +260,9 @@ impl PyW1 {
                 }),
                 _ => None,
             };
-            w1::train_step(&mut eta, &mut disc, sv, &dirs, tv, valid, &cfg, &mut rng, monitor)
+            w1::train_step(
+                &mut eta, &mut disc, sv, &dirs, tv, valid, &cfg, &mut rng, monitor,
+            )
         })?;
         self.eta = eta;
         self.disc = disc;
@@ -251,50 +277,83 @@ impl PyW1 {
                 ("eta_q50", hist.eta_q50),
                 ("eta_q95", hist.eta_q95),
                 ("eta_mean", hist.eta_mean),
+                ("energy_valid", hist.energy_valid),
             ],
         )?;
         d.set_item("eval_iters", usize_array(py, hist.eval_iters))?;
+        d.set_item("best_iter", hist.best_iter)?;
         Ok(d)
     }
 
-    fn potential<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn potential<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
         let xv = view(&x);
         let pot = &self.pot;
         Ok(to_numpy1(py, detached(py, || pot.value(xv))?))
     }
 
-    fn gradient<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn gradient<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
         let xv = view(&x);
         let pot = &self.pot;
         to_numpy2(py, detached(py, || pot.input_gradient(xv))?)
     }
 
-    fn direction<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn direction<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
         let xv = view(&x);
         let pot = &self.pot;
         to_numpy2(py, detached(py, || w1::directions(pot, xv))?)
     }
 
-    fn step_size<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn step_size<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
         let xv = view(&x);
         let eta = &self.eta;
-        Ok(to_numpy1(py, detached(py, || eta.predict(xv).map(Matrix::into_vec))?))
+        Ok(to_numpy1(
+            py,
+            detached(py, || eta.predict(xv).map(Matrix::into_vec))?,
+        ))
     }
 
     /// Mean D output per row (the step stage's discriminator; a diagnostic).
-    fn discriminator<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn discriminator<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
         let xv = view(&x);
         let disc = &self.disc;
-        Ok(to_numpy1(py, detached(py, || disc.predict(xv).map(Matrix::into_vec))?))
+        Ok(to_numpy1(
+            py,
+            detached(py, || disc.predict(xv).map(Matrix::into_vec))?,
+        ))
     }
 
     #[pyo3(signature = (x, positive = false))]
-    fn transport<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, positive: bool) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn transport<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        positive: bool,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
         let xv = view(&x);
         let (pot, eta) = (&self.pot, &self.eta);
@@ -329,4 +388,3 @@ impl PyW1 {
         Ok(())
     }
 }
-

@@ -70,7 +70,10 @@ pub fn run<R: Send>(
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Ok(Err(Error::invalid("training", "worker thread ended without a result")));
+                    break Ok(Err(Error::invalid(
+                        "training",
+                        "worker thread ended without a result",
+                    )));
                 }
             }
         }

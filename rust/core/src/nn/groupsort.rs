@@ -30,7 +30,12 @@ pub fn forward<T: Real>(x: &Matrix<T>, group_size: usize) -> (Matrix<T>, Vec<u32
     let sort_row = |(i, (yr, pr)): (usize, (&mut [T], &mut [u32]))| {
         let xr = x.row(i);
         for g in (0..w).step_by(group_size) {
-            sort_group(&xr[g..g + group_size], &mut yr[g..g + group_size], &mut pr[g..g + group_size], g as u32);
+            sort_group(
+                &xr[g..g + group_size],
+                &mut yr[g..g + group_size],
+                &mut pr[g..g + group_size],
+                g as u32,
+            );
         }
     };
     // Sequential: callers parallelise over row blocks at a coarser grain.
@@ -63,7 +68,11 @@ fn sort_group<T: Real>(x: &[T], y: &mut [T], perm: &mut [u32], offset: u32) {
         32 => sort_fixed::<T, 32>(x, y, perm, offset),
         _ => {
             let mut idx: Vec<u32> = (0..x.len() as u32).collect();
-            idx.sort_by(|&a, &b| x[b as usize].partial_cmp(&x[a as usize]).unwrap_or(std::cmp::Ordering::Equal));
+            idx.sort_by(|&a, &b| {
+                x[b as usize]
+                    .partial_cmp(&x[a as usize])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
             for (k, &i) in idx.iter().enumerate() {
                 y[k] = x[i as usize];
                 perm[k] = offset + i;

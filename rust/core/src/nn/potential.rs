@@ -50,7 +50,10 @@ impl<T: Real> GradParts<T> {
         for (a, b) in self.dqs.iter_mut().zip(&other.dqs) {
             a.axpy(T::one(), b);
         }
-        self.bias.iter_mut().zip(&other.bias).for_each(|(a, b)| *a += *b);
+        self.bias
+            .iter_mut()
+            .zip(&other.bias)
+            .for_each(|(a, b)| *a += *b);
     }
 }
 
@@ -194,7 +197,14 @@ impl<T: Real> Potential<T> {
 
     /// Back-propagates dL/df (one value per row). Adds parameter gradients into `grad` when
     /// given (weights must then come from `Mode::Train`) and returns dL/dx when asked.
-    pub fn backward(&self, w: &Weights<T>, tape: &Tape<T>, df: &[T], grad: Option<&mut [T]>, need_dx: bool) -> Option<Matrix<T>> {
+    pub fn backward(
+        &self,
+        w: &Weights<T>,
+        tape: &Tape<T>,
+        df: &[T],
+        grad: Option<&mut [T]>,
+        need_dx: bool,
+    ) -> Option<Matrix<T>> {
         match grad {
             Some(g) => {
                 let (mut parts, dx) = self.backward_parts(w, tape, df, true, need_dx);
@@ -210,13 +220,24 @@ impl<T: Real> Potential<T> {
     /// Back-propagation up to the orthonormal weights: dL/dQ per layer, bias gradients (in a
     /// full-length vector, zeros elsewhere) and dL/dx. Partial results from row blocks
     /// add up; [`Self::finish_grad`] then maps dL/dQ to the raw parameters once.
-    fn backward_parts(&self, w: &Weights<T>, tape: &Tape<T>, df: &[T], want_params: bool, need_dx: bool) -> (GradParts<T>, Option<Matrix<T>>) {
+    fn backward_parts(
+        &self,
+        w: &Weights<T>,
+        tape: &Tape<T>,
+        df: &[T],
+        want_params: bool,
+        need_dx: bool,
+    ) -> (GradParts<T>, Option<Matrix<T>>) {
         let n = df.len();
         let last = self.layers.len() - 1;
         let mut dh = Matrix::from_vec(n, 1, df.to_vec()).expect("df length");
         let mut parts = GradParts {
             dqs: Vec::new(),
-            bias: if want_params { vec![T::zero(); self.n_params()] } else { Vec::new() },
+            bias: if want_params {
+                vec![T::zero(); self.n_params()]
+            } else {
+                Vec::new()
+            },
         };
         let mut dqs_rev = Vec::new();
         let mut dx = None;
@@ -229,7 +250,8 @@ impl<T: Real> Potential<T> {
             let out = if want_params {
                 let mut dq = Matrix::zeros(l.out_dim, l.in_dim);
                 let gl = &mut parts.bias[self.offsets[i]..self.offsets[i + 1]];
-                let out = l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, Some((&mut dq, gl)), want_dx);
+                let out =
+                    l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, Some((&mut dq, gl)), want_dx);
                 dqs_rev.push(dq);
                 out
             } else {
@@ -257,13 +279,22 @@ impl<T: Real> Potential<T> {
             })
             .collect();
         for (i, g) in per_layer.iter().enumerate() {
-            grad[self.offsets[i]..self.offsets[i + 1]].iter_mut().zip(g).for_each(|(a, b)| *a += *b);
+            grad[self.offsets[i]..self.offsets[i + 1]]
+                .iter_mut()
+                .zip(g)
+                .for_each(|(a, b)| *a += *b);
         }
     }
 
     /// Values f(x) and the parameter gradient of sum_i df_i f(x_i) on a training batch,
     /// split into `n_blocks` row blocks processed in parallel and summed in order.
-    pub fn batch_grad(&self, w: &Weights<T>, x: &Matrix<T>, df: &[T], n_blocks: usize) -> (Vec<T>, Vec<T>) {
+    pub fn batch_grad(
+        &self,
+        w: &Weights<T>,
+        x: &Matrix<T>,
+        df: &[T],
+        n_blocks: usize,
+    ) -> (Vec<T>, Vec<T>) {
         let ranges = row_ranges(x.rows(), n_blocks);
         let parts = map_ranges(&ranges, |r| {
             let xb = x.rows_range(r.start, r.end);
@@ -294,9 +325,15 @@ impl<T: Real> Potential<T> {
         (values, grad)
     }
 
-    fn map_blocks<R: Send>(&self, x: MatView<'_, T>, f: impl Fn(&Matrix<T>) -> R + Sync + Send) -> Vec<R> {
+    fn map_blocks<R: Send>(
+        &self,
+        x: MatView<'_, T>,
+        f: impl Fn(&Matrix<T>) -> R + Sync + Send,
+    ) -> Vec<R> {
         let n_blocks = x.rows().div_ceil(EVAL_BLOCK);
-        map_ranges(&row_ranges(x.rows(), n_blocks), |r| f(&x.rows_range(r.start, r.end)))
+        map_ranges(&row_ranges(x.rows(), n_blocks), |r| {
+            f(&x.rows_range(r.start, r.end))
+        })
     }
 
     /// f(x) row by row (inference weights), in parallel row blocks.
@@ -313,7 +350,9 @@ impl<T: Real> Potential<T> {
         let blocks = self.map_blocks(x, |b| {
             let (_, tape) = self.forward(&w, b);
             let ones = vec![T::one(); b.rows()];
-            self.backward(&w, &tape, &ones, None, true).expect("dx requested").into_vec()
+            self.backward(&w, &tape, &ones, None, true)
+                .expect("dx requested")
+                .into_vec()
         });
         Matrix::from_vec(x.rows(), x.cols(), blocks.concat())
     }
@@ -407,9 +446,15 @@ mod tests {
             let w = pot.weights(Mode::Train).unwrap();
             for blocks in [1, 2, 3, 11] {
                 let (fb, gb) = pot.batch_grad(&w, &x, &c, blocks);
-                let ferr = fb.iter().zip(&f).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+                let ferr = fb
+                    .iter()
+                    .zip(&f)
+                    .fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
                 assert!(ferr < 1e-12, "values with {blocks} blocks: {ferr}");
-                let err = gb.iter().zip(&grad).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+                let err = gb
+                    .iter()
+                    .zip(&grad)
+                    .fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
                 assert!(err < 1e-12, "{} with {blocks} blocks: {err}", kind.name());
             }
         }
