@@ -74,6 +74,14 @@ class W1OT:
         target cells has not fallen by 1% for ``patience`` evaluations.
     patience : evaluations without improvement before an early stop (5).
     positive : clip transported values at 0 (for non-negative expression data).
+    step_loss : how the step size is trained: ``"gan"`` (the paper's adversarial game),
+        ``"energy"`` (minimise the energy distance between transported and target batches) or
+        ``"mmd"`` (minimise a 5-scale RBF MMD between them); the last two need no
+        discriminator.
+    label_smoothing : GAN only: the discriminator labels target cells 1 - label_smoothing.
+    instance_noise : GAN only: std of Gaussian noise added to the discriminator's inputs.
+    mean_shift_penalty : energy/MMD only: weight of a penalty pulling eta towards the
+        constant step that moves the source mean onto the target mean.
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core). The same seed and ``n_threads`` give the
         same model bit for bit.
@@ -100,6 +108,10 @@ class W1OT:
         early_stopping: bool = False,
         patience: int = 5,
         positive: bool = False,
+        step_loss: str = "gan",
+        label_smoothing: float = 0.0,
+        instance_noise: float = 0.0,
+        mean_shift_penalty: float = 0.0,
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -152,6 +164,20 @@ class W1OT:
         self.early_stopping = bool(early_stopping)
         self.patience = int(patience)
         self.positive = bool(positive)
+        if step_loss not in ("gan", "energy", "mmd"):
+            raise ValueError(f"step_loss must be 'gan', 'energy' or 'mmd', got {step_loss!r}")
+        if not (0.0 <= label_smoothing < 1.0):
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        for name, v in [
+            ("instance_noise", instance_noise),
+            ("mean_shift_penalty", mean_shift_penalty),
+        ]:
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        self.step_loss = step_loss
+        self.label_smoothing = float(label_smoothing)
+        self.instance_noise = float(instance_noise)
+        self.mean_shift_penalty = float(mean_shift_penalty)
         self.seed = int(seed)
         self.n_threads = int(n_threads)
         self.progress = bool(progress)
@@ -179,6 +205,10 @@ class W1OT:
         "early_stopping",
         "patience",
         "positive",
+        "step_loss",
+        "label_smoothing",
+        "instance_noise",
+        "mean_shift_penalty",
         "seed",
         "n_threads",
         "progress",
@@ -284,6 +314,10 @@ class W1OT:
                 positive=self.positive,
                 eval_every=self.eval_every,
                 patience=self.patience if self.early_stopping else None,
+                loss=self.step_loss,
+                label_smoothing=self.label_smoothing,
+                instance_noise=self.instance_noise,
+                mean_shift_penalty=self.mean_shift_penalty,
                 n_threads=self.n_threads,
                 callback=report,
             )

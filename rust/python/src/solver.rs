@@ -8,7 +8,7 @@ use w1ot_core::linalg::{MatView, Matrix};
 use w1ot_core::nn::{Mlp, Potential};
 use w1ot_core::optim::AdamConfig;
 use w1ot_core::rng::Rng;
-use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepValid};
+use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepValid};
 
 use crate::arrays::{matrix_arg, to_numpy1, to_numpy2, vector_arg, view};
 use crate::errors::{IntoPyResult, count_arg, detached};
@@ -189,7 +189,7 @@ impl PyW1 {
     }
 
     /// Trains the step size against a discriminator, f frozen; returns its history.
-    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, patience = None, min_rel_improvement = 1e-2, n_threads = 0, callback = None, reinit = true))]
+    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, patience = None, min_rel_improvement = 1e-2, loss = "gan", label_smoothing = 0.0, instance_noise = 0.0, mean_shift_penalty = 0.0, mmd_gammas = None, n_threads = 0, callback = None, reinit = true))]
     #[allow(clippy::too_many_arguments)]
     fn fit_step<'py>(
         &mut self,
@@ -209,6 +209,11 @@ impl PyW1 {
         eval_every: i64,
         patience: Option<i64>,
         min_rel_improvement: f64,
+        loss: &str,
+        label_smoothing: f64,
+        instance_noise: f64,
+        mean_shift_penalty: f64,
+        mmd_gammas: Option<Vec<f64>>,
         n_threads: i64,
         callback: Option<Py<PyAny>>,
         reinit: bool,
@@ -235,6 +240,20 @@ impl PyW1 {
             eval_every: count_arg(eval_every, "eval_every", 1)?,
             patience: patience.map(|p| count_arg(p, "patience", 1)).transpose()?,
             min_rel_improvement,
+            loss: match loss {
+                "gan" => StepLoss::Gan,
+                "energy" => StepLoss::Energy,
+                "mmd" => StepLoss::Mmd,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "step_loss: expected 'gan', 'energy' or 'mmd', got {other:?}"
+                    )));
+                }
+            },
+            label_smoothing,
+            instance_noise,
+            mean_shift_penalty,
+            mmd_gammas: mmd_gammas.unwrap_or_else(|| StepConfig::default().mmd_gammas),
         };
         let n_threads = count_arg(n_threads, "n_threads", 0)?;
         let (sv, tv) = (view(&s), view(&t));

@@ -9,8 +9,8 @@
 //! reference trains eta on u but transports along the raw gradient, whose norm is <= 1).
 
 use crate::error::{Error, Result};
-use crate::linalg::{MatView, Matrix, dot};
-use crate::losses::energy_distance;
+use crate::linalg::{MatView, Matrix, Real, dot};
+use crate::losses::{energy_distance, energy_distance_grad, mmd_grad};
 use crate::nn::activation::Activation;
 use crate::nn::orthogonal::OrthoKind;
 use crate::nn::{Mlp, Mode, Potential};
@@ -84,6 +84,28 @@ pub struct StepConfig {
     /// cells, keep the best step size and stop.
     pub patience: Option<usize>,
     pub min_rel_improvement: f64,
+    /// The step-size objective.
+    pub loss: StepLoss,
+    /// GAN only: real cells labelled 1 - label_smoothing for D (0: off).
+    pub label_smoothing: f64,
+    /// GAN only: std of Gaussian noise added to D's inputs (0: off).
+    pub instance_noise: f64,
+    /// Energy/MMD only: weight of lambda mean (eta - eta0)^2, eta0 the constant step that
+    /// moves the source mean onto the target mean along the directions (0: off).
+    pub mean_shift_penalty: f64,
+    /// MMD only: the kernel bandwidths.
+    pub mmd_gammas: Vec<f64>,
+}
+
+/// How the step size is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepLoss {
+    /// The paper's adversarial game against a discriminator.
+    Gan,
+    /// Minimise the energy distance between transported and target batches.
+    Energy,
+    /// Minimise the multi-scale RBF MMD between transported and target batches.
+    Mmd,
 }
 
 impl Default for StepConfig {
@@ -100,6 +122,11 @@ impl Default for StepConfig {
             eval_every: 100,
             patience: None,
             min_rel_improvement: 1e-2,
+            loss: StepLoss::Gan,
+            label_smoothing: 0.0,
+            instance_noise: 0.0,
+            mean_shift_penalty: 0.0,
+            mmd_gammas: vec![10.0, 1.0, 0.1, 0.01, 0.001],
         }
     }
 }
@@ -297,15 +324,15 @@ pub fn directions(pot: &Potential<f32>, x: MatView<'_, f32>) -> Result<Matrix<f3
 }
 
 /// T(x) = x - eta u, clipped at 0 in `positive` mode.
-fn apply_step(x: &Matrix<f32>, eta: &[f32], u: &Matrix<f32>, positive: bool) -> Matrix<f32> {
+fn apply_step<T: Real>(x: &Matrix<T>, eta: &[T], u: &Matrix<T>, positive: bool) -> Matrix<T> {
     let d = x.cols();
     let mut z = x.clone();
     for (i, zr) in z.as_mut_slice().chunks_exact_mut(d).enumerate() {
         let (e, ur) = (eta[i], u.row(i));
         for j in 0..d {
             zr[j] -= e * ur[j];
-            if positive && zr[j] < 0.0 {
-                zr[j] = 0.0;
+            if positive && zr[j] < T::zero() {
+                zr[j] = T::zero();
             }
         }
     }
@@ -331,6 +358,98 @@ fn quantile(sorted: &[f32], q: f64) -> f32 {
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
     let t = (pos - lo as f64) as f32;
     sorted[lo] * (1.0 - t) + sorted[hi] * t
+}
+
+fn col_means(data: &[f32], cols: usize) -> Vec<f64> {
+    let rows = data.len() / cols;
+    let mut m = vec![0.0f64; cols];
+    for r in data.chunks_exact(cols) {
+        m.iter_mut().zip(r).for_each(|(a, b)| *a += *b as f64);
+    }
+    m.iter_mut().for_each(|a| *a /= rows.max(1) as f64);
+    m
+}
+
+/// The constant step eta0 >= 0 that best moves the source mean onto the target mean along
+/// the directions: argmin_e ||mean(x) - e mean(u) - mean(y)||^2.
+pub fn mean_shift_step(
+    source: MatView<'_, f32>,
+    dirs: &Matrix<f32>,
+    target: MatView<'_, f32>,
+) -> f32 {
+    let d = source.cols();
+    let mx = col_means(source.as_slice(), d);
+    let my = col_means(target.as_slice(), d);
+    let mu = col_means(dirs.as_slice(), d);
+    let num: f64 = (0..d).map(|j| (mx[j] - my[j]) * mu[j]).sum();
+    let den: f64 = mu.iter().map(|v| v * v).sum();
+    if den > 0.0 {
+        (num / den).max(0.0) as f32
+    } else {
+        0.0
+    }
+}
+
+/// The non-adversarial step-size objective on one batch and its gradient in eta's
+/// parameters: L = dist(T(x), y) + lambda mean_i (eta(x_i) - eta0)^2 with dist the energy
+/// distance or the MMD. Its gradient in z = T(x) is analytic, and with z = x - eta u
+/// (clipped) dL/deta_i = -<dz_i, u_i> over unclipped entries. Rows of x are processed in
+/// the given blocks in parallel.
+#[allow(clippy::too_many_arguments)]
+pub fn distance_loss_grad<T: Real>(
+    eta: &Mlp<T>,
+    x: &Matrix<T>,
+    u: &Matrix<T>,
+    y: &Matrix<T>,
+    cfg: &StepConfig,
+    eta0: T,
+    ranges: &[std::ops::Range<usize>],
+) -> (T, Vec<T>) {
+    let d = x.cols();
+    let inv_n = T::one() / T::c(x.rows() as f64);
+    let blocks: Vec<_> = map_ranges(ranges, |r| {
+        let (xr, ur) = (x.rows_range(r.start, r.end), u.rows_range(r.start, r.end));
+        let (eta_out, eta_tape) = eta.forward(&xr);
+        let z = apply_step(&xr, eta_out.as_slice(), &ur, cfg.positive);
+        (ur, z, eta_out, eta_tape, r)
+    });
+    let z = blocks
+        .iter()
+        .skip(1)
+        .fold(blocks[0].1.clone(), |acc, b| Matrix::vstack(&acc, &b.1));
+    let (mut loss, dz) = match cfg.loss {
+        StepLoss::Mmd => mmd_grad(&z, y, &cfg.mmd_gammas),
+        _ => energy_distance_grad(&z, y),
+    };
+    let lam = T::c(cfg.mean_shift_penalty);
+    let parts: Vec<(T, Vec<T>)> = blocks
+        .par_iter()
+        .map(|(ub, zb, eta_out, eta_tape, r)| {
+            let mut deta = Matrix::zeros(r.len(), 1);
+            let mut pen = T::zero();
+            for (k, i) in r.clone().enumerate() {
+                let (dzr, ur, zr) = (dz.row(i), ub.row(k), zb.row(k));
+                let mut s = T::zero();
+                for j in 0..d {
+                    if !(cfg.positive && zr[j] <= T::zero()) {
+                        s -= dzr[j] * ur[j];
+                    }
+                }
+                let gap = eta_out.get(k, 0) - eta0;
+                pen += lam * gap * gap * inv_n;
+                deta.as_mut_slice()[k] = s + T::c(2.0) * lam * gap * inv_n;
+            }
+            let mut ge = vec![T::zero(); eta.n_params()];
+            eta.backward(eta_tape, &deta, Some(&mut ge), false);
+            (pen, ge)
+        })
+        .collect();
+    let mut ge = vec![T::zero(); eta.n_params()];
+    for (pen, g) in parts {
+        loss += pen;
+        ge.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+    }
+    (loss, ge)
 }
 
 /// Held-out data of the step stage: source cells with their directions, and target cells.
@@ -394,6 +513,33 @@ pub fn train_step(
         msg: what.to_string(),
     };
 
+    if !(0.0..1.0).contains(&cfg.label_smoothing) {
+        return Err(Error::invalid(
+            "label_smoothing",
+            format!("must be in [0, 1), got {}", cfg.label_smoothing),
+        ));
+    }
+    for (name, v) in [
+        ("instance_noise", cfg.instance_noise),
+        ("mean_shift_penalty", cfg.mean_shift_penalty),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::invalid(
+                name,
+                format!("must be a finite number >= 0, got {v}"),
+            ));
+        }
+    }
+    if cfg.loss == StepLoss::Mmd
+        && (cfg.mmd_gammas.is_empty()
+            || cfg.mmd_gammas.iter().any(|g| !(g.is_finite() && *g > 0.0)))
+    {
+        return Err(Error::invalid(
+            "mmd_gammas",
+            "must be a non-empty list of positive numbers",
+        ));
+    }
+    let eta0 = mean_shift_step(source, dirs, target);
     let ranges = row_ranges(n, current_threads());
     let mut best: Option<(f32, Vec<f32>, usize)> = None;
     let mut stale = 0usize;
@@ -403,83 +549,124 @@ pub fn train_step(
         let ub = dirs.select_rows(&idx);
         let yb = target.select_rows(t_sampler.next_batch(rng));
 
-        // Discriminator step on row blocks in parallel: eta(x), z = T(x) (a constant for
-        // D), and L_D = -mean log(D(y) + eps) - mean log(1 - D(z) + eps).
-        let blocks: Vec<_> = map_ranges(&ranges, |r| {
-            let (x, u) = (xb.rows_range(r.start, r.end), ub.rows_range(r.start, r.end));
-            let (eta_out, eta_tape) = eta.forward(&x);
-            let z = apply_step(&x, eta_out.as_slice(), &u, cfg.positive);
-            let (p, tape) = disc.forward(&Matrix::vstack(&yb.rows_range(r.start, r.end), &z));
-            let (p, m) = (p.as_slice(), r.len());
-            let mut ld = 0.0f32;
-            let mut dp = Matrix::zeros(2 * m, 1);
-            for i in 0..m {
-                ld -= ((p[i] + LOG_EPS).ln() + (1.0 - p[m + i] + LOG_EPS).ln()) * inv_n;
-                dp.as_mut_slice()[i] = -inv_n / (p[i] + LOG_EPS);
-                dp.as_mut_slice()[m + i] = inv_n / (1.0 - p[m + i] + LOG_EPS);
-            }
-            let mut gd = vec![0.0; disc.n_params()];
-            disc.backward(&tape, &dp, Some(&mut gd), false);
-            (ld, gd, (u, z, eta_tape))
-        });
-        let mut ld = 0.0f32;
-        let mut gd = vec![0.0f32; disc.n_params()];
-        let mut kept = Vec::with_capacity(blocks.len());
-        for (l, g, keep) in blocks {
-            ld += l;
-            gd.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
-            kept.push(keep);
-        }
-        if !ld.is_finite() {
-            return Err(diverged(k, &format!("discriminator loss is {ld}")));
-        }
-        opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc);
-
-        // eta step against the updated D: L_eta = -mean log(D(z) + eps), back through D to z
-        // and, with z = x - eta u (clipped), dL/deta_i = -sum_j dz_ij u_ij where unclipped.
-        let disc_ref = &*disc;
-        let eta_ref = &*eta;
-        let blocks: Vec<(f32, Vec<f32>)> = kept
-            .par_iter()
-            .map(|(u, z, eta_tape)| {
-                let m = z.rows();
-                let (q, dtape) = disc_ref.forward(z);
-                let q = q.as_slice();
-                let mut le = 0.0f32;
-                let mut dq = Matrix::zeros(m, 1);
-                for (dqi, &qi) in dq.as_mut_slice().iter_mut().zip(q) {
-                    le -= (qi + LOG_EPS).ln() * inv_n;
-                    *dqi = -inv_n / (qi + LOG_EPS);
-                }
-                let dz = disc_ref
-                    .backward(&dtape, &dq, None, true)
-                    .expect("dz requested");
-                let mut deta = Matrix::zeros(m, 1);
-                for i in 0..m {
-                    let (dzr, ur, zr) = (dz.row(i), u.row(i), z.row(i));
-                    let mut s = 0.0f32;
-                    for j in 0..d {
-                        if !(cfg.positive && zr[j] <= 0.0) {
-                            s -= dzr[j] * ur[j];
-                        }
+        let (ld, le) = match cfg.loss {
+            StepLoss::Gan => {
+                // Discriminator step on row blocks in parallel: eta(x), z = T(x) (a constant for
+                // D), and L_D = -mean log(D(y) + eps) - mean log(1 - D(z) + eps).
+                // Instance noise (if any) is drawn here, in order, so results do not depend on threads.
+                let noise = |rng: &mut Rng| {
+                    (cfg.instance_noise > 0.0).then(|| {
+                        Matrix::from_fn(n, d, |_, _| {
+                            rng.normal::<f32>() * cfg.instance_noise as f32
+                        })
+                    })
+                };
+                let (noise_y, noise_z, noise_z2) = (noise(rng), noise(rng), noise(rng));
+                let noisy = |m: Matrix<f32>,
+                             nz: &Option<Matrix<f32>>,
+                             r: &std::ops::Range<usize>| match nz {
+                    Some(e) => {
+                        let mut m = m;
+                        m.axpy(1.0, &e.rows_range(r.start, r.end));
+                        m
                     }
-                    deta.as_mut_slice()[i] = s;
+                    None => m,
+                };
+                let blocks: Vec<_> = map_ranges(&ranges, |r| {
+                    let (x, u) = (xb.rows_range(r.start, r.end), ub.rows_range(r.start, r.end));
+                    let (eta_out, eta_tape) = eta.forward(&x);
+                    let z = apply_step(&x, eta_out.as_slice(), &u, cfg.positive);
+                    let y_in = noisy(yb.rows_range(r.start, r.end), &noise_y, &r);
+                    let z_in = noisy(z.clone(), &noise_z, &r);
+                    let (p, tape) = disc.forward(&Matrix::vstack(&y_in, &z_in));
+                    let (p, m) = (p.as_slice(), r.len());
+                    let mut ld = 0.0f32;
+                    let mut dp = Matrix::zeros(2 * m, 1);
+                    // Real cells are labelled s = 1 - label_smoothing (one-sided smoothing).
+                    let s = 1.0 - cfg.label_smoothing as f32;
+                    for i in 0..m {
+                        let (pr, pf) = (p[i], p[m + i]);
+                        ld -= (s * (pr + LOG_EPS).ln()
+                            + (1.0 - s) * (1.0 - pr + LOG_EPS).ln()
+                            + (1.0 - pf + LOG_EPS).ln())
+                            * inv_n;
+                        dp.as_mut_slice()[i] =
+                            (-s / (pr + LOG_EPS) + (1.0 - s) / (1.0 - pr + LOG_EPS)) * inv_n;
+                        dp.as_mut_slice()[m + i] = inv_n / (1.0 - pf + LOG_EPS);
+                    }
+                    let mut gd = vec![0.0; disc.n_params()];
+                    disc.backward(&tape, &dp, Some(&mut gd), false);
+                    (ld, gd, (u, z, eta_tape, r))
+                });
+                let mut ld = 0.0f32;
+                let mut gd = vec![0.0f32; disc.n_params()];
+                let mut kept = Vec::with_capacity(blocks.len());
+                for (l, g, keep) in blocks {
+                    ld += l;
+                    gd.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+                    kept.push(keep);
                 }
-                let mut ge = vec![0.0; eta_ref.n_params()];
-                eta_ref.backward(eta_tape, &deta, Some(&mut ge), false);
-                (le, ge)
-            })
-            .collect();
-        let mut le = 0.0f32;
-        let mut ge = vec![0.0f32; eta.n_params()];
-        for (l, g) in blocks {
-            le += l;
-            ge.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
-        }
-        if !le.is_finite() {
-            return Err(diverged(k, &format!("step-size loss is {le}")));
-        }
-        opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta);
+                if !ld.is_finite() {
+                    return Err(diverged(k, &format!("discriminator loss is {ld}")));
+                }
+                opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc);
+
+                // eta step against the updated D: L_eta = -mean log(D(z) + eps), back through D to z
+                // and, with z = x - eta u (clipped), dL/deta_i = -sum_j dz_ij u_ij where unclipped.
+                let disc_ref = &*disc;
+                let eta_ref = &*eta;
+                let blocks: Vec<(f32, Vec<f32>)> = kept
+                    .par_iter()
+                    .map(|(u, z, eta_tape, r)| {
+                        let m = z.rows();
+                        let (q, dtape) = disc_ref.forward(&noisy(z.clone(), &noise_z2, r));
+                        let q = q.as_slice();
+                        let mut le = 0.0f32;
+                        let mut dq = Matrix::zeros(m, 1);
+                        for (dqi, &qi) in dq.as_mut_slice().iter_mut().zip(q) {
+                            le -= (qi + LOG_EPS).ln() * inv_n;
+                            *dqi = -inv_n / (qi + LOG_EPS);
+                        }
+                        let dz = disc_ref
+                            .backward(&dtape, &dq, None, true)
+                            .expect("dz requested");
+                        let mut deta = Matrix::zeros(m, 1);
+                        for i in 0..m {
+                            let (dzr, ur, zr) = (dz.row(i), u.row(i), z.row(i));
+                            let mut s = 0.0f32;
+                            for j in 0..d {
+                                if !(cfg.positive && zr[j] <= 0.0) {
+                                    s -= dzr[j] * ur[j];
+                                }
+                            }
+                            deta.as_mut_slice()[i] = s;
+                        }
+                        let mut ge = vec![0.0; eta_ref.n_params()];
+                        eta_ref.backward(eta_tape, &deta, Some(&mut ge), false);
+                        (le, ge)
+                    })
+                    .collect();
+                let mut le = 0.0f32;
+                let mut ge = vec![0.0f32; eta.n_params()];
+                for (l, g) in blocks {
+                    le += l;
+                    ge.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+                }
+                if !le.is_finite() {
+                    return Err(diverged(k, &format!("step-size loss is {le}")));
+                }
+                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta);
+                (ld, le)
+            }
+            StepLoss::Energy | StepLoss::Mmd => {
+                let (loss, ge) = distance_loss_grad(&*eta, &xb, &ub, &yb, cfg, eta0, &ranges);
+                if !loss.is_finite() {
+                    return Err(diverged(k, &format!("step-size loss is {loss}")));
+                }
+                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta);
+                (f32::NAN, loss)
+            }
+        };
         if !eta
             .params()
             .iter()
@@ -762,6 +949,107 @@ mod tests {
             "energy did not fall: {:?}",
             h.energy_valid
         );
+    }
+
+    #[test]
+    fn distance_step_gradients_match_finite_differences() {
+        use crate::testutil::check_grad;
+        let mut rng = Rng::new(13);
+        let x = Matrix::<f64>::from_fn(9, 3, |_, _| rng.uniform(-1.0, 1.0));
+        let u = Matrix::<f64>::from_fn(9, 3, |_, _| rng.uniform(-1.0, 1.0));
+        let y = Matrix::<f64>::from_fn(7, 3, |_, _| rng.uniform(0.0, 2.0));
+        for (loss, positive, penalty) in [
+            (StepLoss::Energy, false, 0.0),
+            (StepLoss::Mmd, false, 0.3),
+            (StepLoss::Energy, true, 0.5),
+        ] {
+            let cfg = StepConfig {
+                hidden: vec![5, 4],
+                loss,
+                positive,
+                mean_shift_penalty: penalty,
+                mmd_gammas: vec![0.5, 2.0],
+                ..Default::default()
+            };
+            let mut eta = Mlp::<f64>::new(
+                &[3, 5, 4, 1],
+                Activation::LeakyRelu(0.01),
+                Activation::Softplus,
+                &mut rng,
+            )
+            .unwrap();
+            let ranges = row_ranges(9, 2);
+            let (_, g) = distance_loss_grad(&eta, &x, &u, &y, &cfg, 0.4, &ranges);
+            let p0 = eta.params().to_vec();
+            let mut f = |p: &[f64]| {
+                eta.set_params(p).unwrap();
+                distance_loss_grad(&eta, &x, &u, &y, &cfg, 0.4, &ranges).0
+            };
+            check_grad(&format!("{loss:?} step loss"), &mut f, &p0, &g, 1e-5, 1e-8);
+        }
+    }
+
+    #[test]
+    fn distance_losses_learn_the_shift() {
+        let (x, y) = gaussians(3000, 2, 4.0, 4);
+        for loss in [StepLoss::Energy, StepLoss::Mmd] {
+            let mut rng = Rng::new(5);
+            let pcfg = PotentialConfig {
+                iters: 800,
+                ..Default::default()
+            };
+            let mut pot =
+                Potential::new(2, &pcfg.hidden, pcfg.group_size, pcfg.kind, &mut rng).unwrap();
+            train_potential(
+                &mut pot,
+                x.view(),
+                y.view(),
+                None,
+                &pcfg,
+                &mut rng,
+                &mut silent,
+            )
+            .unwrap();
+            let scfg = StepConfig {
+                iters: 1000,
+                lr_eta: 1e-3,
+                loss,
+                ..Default::default()
+            };
+            let (mut eta, mut disc) = step_networks(2, &scfg, &mut rng).unwrap();
+            let u = directions(&pot, x.view()).unwrap();
+            let h = train_step(
+                &mut eta,
+                &mut disc,
+                x.view(),
+                &u,
+                y.view(),
+                None,
+                &scfg,
+                &mut rng,
+                &mut silent,
+            )
+            .unwrap();
+            assert!(
+                h.disc_loss.iter().all(|v| v.is_nan()),
+                "no discriminator in {loss:?}"
+            );
+            let t = transport(&pot, &eta, x.view(), false).unwrap();
+            let shift: Vec<f32> = (0..2)
+                .map(|j| {
+                    (0..t.rows())
+                        .map(|i| t.get(i, j) - x.get(i, j))
+                        .sum::<f32>()
+                        / t.rows() as f32
+                })
+                .collect();
+            let norm = dot(&shift, &shift).sqrt();
+            assert!(
+                (norm - 4.0).abs() < 0.3,
+                "{loss:?}: mean displacement {shift:?}"
+            );
+            assert!(mean_shift_step(x.view(), &u, y.view()) > 3.5);
+        }
     }
 
     #[test]
