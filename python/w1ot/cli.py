@@ -106,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=0, help="worker threads (0: all cores)")
     demo.add_argument("--out", default="w1ot_demo.png", help="PNG to write ('' for none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    from w1ot.benchmark import add_benchmark_parser
+
+    add_benchmark_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "benchmark":
+        return args.func(args)
     if args.n < 300:
         parser.error("--n must be at least 300 (the default batch of 256 plus held-out cells)")
     np.seterr(all="ignore")

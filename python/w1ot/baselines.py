@@ -1,0 +1,156 @@
+"""Baseline perturbation predictors with the same interface as :class:`w1ot.W1OT`.
+
+Each has ``fit(source, target) -> self``, ``transport(x) -> ndarray`` and ``is_fitted``;
+inputs are cells x features arrays (dense or scipy.sparse), validated like W1OT's.
+
+- :class:`Identity`: the control cells themselves (lower bound).
+- :class:`Observed`: real perturbed cells held out from the evaluation truth (upper bound).
+- :class:`MeanShift`: scGen-style shift by the difference of the (balanced) means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from w1ot._validation import as_cells
+
+__all__ = ["BASELINES", "Identity", "MeanShift", "Observed"]
+
+
+class _Baseline:
+    """Shared validation and fitted-state handling."""
+
+    n_features_: int | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.n_features_ is not None
+
+    @property
+    def n_features(self) -> int:
+        self._check_fitted()
+        return int(self.n_features_)
+
+    def _check_fitted(self) -> None:
+        if self.n_features_ is None:
+            raise RuntimeError(
+                f"this {type(self).__name__} is not fitted yet: call fit(source, target) first"
+            )
+
+    def _fit_inputs(self, source, target) -> tuple[np.ndarray, np.ndarray]:
+        src = as_cells(source, "source")
+        tgt = as_cells(target, "target", n_features=src.shape[1])
+        return src, tgt
+
+    def _cells(self, x) -> np.ndarray:
+        self._check_fitted()
+        return as_cells(x, "x", n_features=self.n_features_)
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if self.is_fitted else "not fitted"
+        return f"{type(self).__name__}({fitted})"
+
+
+class Identity(_Baseline):
+    """No perturbation effect: ``transport(x) = x`` (the control cells are the prediction)."""
+
+    def fit(self, source, target) -> Identity:
+        """Checks the inputs and records the feature count; learns nothing."""
+        src, _ = self._fit_inputs(source, target)
+        self.n_features_ = src.shape[1]
+        return self
+
+    def transport(self, x) -> np.ndarray:
+        """A float64 copy of ``x``."""
+        return self._cells(x).copy()
+
+
+class Observed(_Baseline):
+    """The observed perturbed cells as the prediction: the best any method can do.
+
+    ``fit(source, target)`` stores the perturbed cells ``target``; ``transport(x)`` ignores the
+    values of ``x`` and returns ``len(x)`` stored cells, drawn without replacement (with
+    replacement only if fewer are stored), seeded, the same for every call.
+
+    The stored cells must be disjoint from the truth the prediction is scored against, else
+    the score is trivially perfect. :func:`w1ot.benchmark.run_benchmark` therefore fits it,
+    like every method, on the *training* split of the perturbed cells, which is what the
+    paper's "observed" baseline is: real perturbed cells from the same distribution as, but
+    held out from, the test truth (the finite-sample noise floor of each metric). In the
+    out-of-distribution mode it is fitted on the held-out group's perturbed cells that are not
+    in the test truth instead (so it is an oracle there, not a trained model).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the draw.
+    """
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self.target_: np.ndarray | None = None
+
+    def fit(self, source, target) -> Observed:
+        """Stores ``target`` (the perturbed cells to return); ``source`` is only checked."""
+        _, tgt = self._fit_inputs(source, target)
+        self.target_ = tgt
+        self.n_features_ = tgt.shape[1]
+        return self
+
+    def transport(self, x) -> np.ndarray:
+        """``len(x)`` of the stored perturbed cells (float64)."""
+        n = self._cells(x).shape[0]
+        m = self.target_.shape[0]
+        rng = np.random.default_rng(self.seed)
+        idx = rng.choice(m, size=n, replace=n > m)
+        return self.target_[idx].copy()
+
+
+class MeanShift(_Baseline):
+    """scGen-style mean shift: ``transport(x) = x + mean(target) - mean(source)``.
+
+    With ``balance=True`` (the paper's choice, which keeps the shift from being biased by
+    unequal group sizes) both means are taken over the same number of cells,
+    ``min(n_source, n_target)``, the larger side subsampled without replacement with ``seed``.
+    Unlike scGen, the shift is applied in the input feature space (no autoencoder).
+
+    Parameters
+    ----------
+    balance : bool
+        Equalise the cell counts before taking the means (default True).
+    positive : bool
+        Clip predictions at 0 (non-negative expression data).
+    seed : int
+        Seed of the balancing subsample.
+    """
+
+    def __init__(self, *, balance: bool = True, positive: bool = False, seed: int = 0) -> None:
+        self.balance = bool(balance)
+        self.positive = bool(positive)
+        self.seed = int(seed)
+        self.shift_: np.ndarray | None = None
+
+    def fit(self, source, target) -> MeanShift:
+        """Learns ``shift_ = mean(target) - mean(source)`` (balanced if ``balance``)."""
+        src, tgt = self._fit_inputs(source, target)
+        if self.balance and src.shape[0] != tgt.shape[0]:
+            n = min(src.shape[0], tgt.shape[0])
+            rng = np.random.default_rng(self.seed)
+            if src.shape[0] > n:
+                src = src[np.sort(rng.choice(src.shape[0], size=n, replace=False))]
+            else:
+                tgt = tgt[np.sort(rng.choice(tgt.shape[0], size=n, replace=False))]
+        self.shift_ = tgt.mean(axis=0) - src.mean(axis=0)
+        self.n_features_ = src.shape[1]
+        return self
+
+    def transport(self, x) -> np.ndarray:
+        """``x + shift_`` (float64; clipped at 0 if ``positive``)."""
+        out = self._cells(x) + self.shift_
+        if self.positive:
+            np.maximum(out, 0.0, out=out)
+        return out
+
+
+#: Baselines by the names the benchmark uses.
+BASELINES = {"identity": Identity, "observed": Observed, "mean_shift": MeanShift}

@@ -1,0 +1,1033 @@
+"""Evaluation harness: the paper's perturbation-prediction protocol on an AnnData.
+
+For every perturbation and repeat, control and perturbed cells are split into train and test
+sets, each method is fitted on the training split, predicts the perturbed state of the test
+control cells, and is scored against the test perturbed cells (:mod:`w1ot.metrics`: r2, l2,
+MMD, optionally energy distance) on all features and on the perturbation's top-k
+differentially expressed features.
+
+Protocol (see the docstring of :func:`run_benchmark` for details):
+
+- Split: per side (control / perturbed), ``test = clip(floor(0.2 n), 500, 1000)`` cells, capped
+  at ``floor(n / 2)`` so that at least half of a small side stays for training
+  (:func:`test_size`). Control cells are re-split for every perturbation and repeat.
+- Out-of-distribution mode (``ood_column``, ``ood_value``): every cell whose ``ood_column``
+  equals the held-out value is removed from training (both sides); the test control cells are
+  all held-out control cells, the test truth is a :func:`test_size` split of the held-out
+  perturbed cells.
+- Baselines (:mod:`w1ot.baselines`): identity, observed (real perturbed cells not in the test
+  truth, see :class:`~w1ot.baselines.Observed`), mean shift (balanced, scGen-style).
+- Before scoring, prediction and truth are subsampled without replacement to the same number of
+  cells; the truth subsample is the same for every method of a run.
+- Top-k DE features: Welch t-test of the test perturbed vs test control cells
+  (:func:`w1ot.metrics.top_de_genes`, signed ranking by default); all features when there are
+  at most k.
+
+Results are a tidy DataFrame with columns ``method, perturbation, holdout, repeat, features,
+metric, value`` (``holdout`` is ``""`` in the i.i.d. setting; fit times are rows with metric
+``"fit_time"``, seconds, features ``"all"``), summarised by :func:`summarize`, compared by
+:func:`mann_whitney` and drawn by :func:`plot_benchmark`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import inspect
+import math
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from w1ot.baselines import Identity, MeanShift, Observed
+from w1ot.preprocessing import highly_variable_genes, normalize_log1p
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "LOWER_IS_BETTER",
+    "BenchmarkResult",
+    "add_benchmark_parser",
+    "format_summary",
+    "mann_whitney",
+    "plot_benchmark",
+    "run_benchmark",
+    "run_benchmark_cli",
+    "summarize",
+    "test_size",
+]
+
+#: Methods run by default.
+DEFAULT_METHODS = ("identity", "observed", "mean_shift", "w1ot")
+#: Direction of each metric (``False``: higher is better). Unknown metrics count as lower-better.
+LOWER_IS_BETTER = {"r2": False, "l2": True, "mmd": True, "energy": True, "fit_time": True}
+_QUALITY_METRICS = ("r2", "l2", "mmd", "energy")
+_COLUMNS = ["method", "perturbation", "holdout", "repeat", "features", "metric", "value"]
+
+
+# --------------------------------------------------------------------------------------------
+# splits
+# --------------------------------------------------------------------------------------------
+
+
+def test_size(n: int, fraction: float = 0.2, min_size: int = 500, max_size: int = 1000) -> int:
+    """Test cells for a side of ``n`` cells: ``clip(floor(fraction n), min_size, max_size)``,
+    capped at ``floor(n / 2)`` so the training split keeps at least half of a small side."""
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"need at least 2 cells to split, got {n}")
+    t = int(min(max(math.floor(fraction * n), min_size), max_size))
+    return max(1, min(t, n // 2))
+
+
+test_size.__test__ = False  # not a pytest test despite its name
+
+
+def _split(n: int, rng: np.random.Generator, **rule) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions of a random split of ``n`` items by :func:`test_size`."""
+    perm = rng.permutation(n)
+    k = test_size(n, **rule)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def _stable_int(*parts) -> int:
+    """A 32-bit hash of the parts' string forms that does not vary between processes."""
+    return zlib.crc32("\x1f".join(map(str, parts)).encode())
+
+
+# --------------------------------------------------------------------------------------------
+# methods
+# --------------------------------------------------------------------------------------------
+
+
+def _accepts_seed(f) -> bool:
+    try:
+        params = inspect.signature(f).parameters
+    except (TypeError, ValueError):
+        return False
+    return "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _is_estimator(obj) -> bool:
+    return callable(getattr(obj, "fit", None)) and callable(getattr(obj, "transport", None))
+
+
+def _factory_for(spec, w1ot_kwargs: Mapping[str, Any]) -> tuple[str, Callable[[int], Any]]:
+    """(default name, factory(seed) -> unfitted estimator) of a method spec."""
+    if isinstance(spec, str):
+        key = spec.lower()
+        if key == "w1ot":
+            from w1ot.models import W1OT
+
+            kwargs = {"progress": False, **w1ot_kwargs}
+            W1OT(**{**kwargs, "seed": kwargs.get("seed", 0)})  # fail early on bad kwargs
+            return key, lambda seed: W1OT(**{"seed": seed, **kwargs})
+        if key == "identity":
+            return key, lambda seed: Identity()
+        if key == "observed":
+            return key, lambda seed: Observed(seed=seed)
+        if key == "mean_shift":
+            return key, lambda seed: MeanShift(seed=seed)
+        raise ValueError(
+            f"unknown method {spec!r}: choose from {list(DEFAULT_METHODS)} or pass an object "
+            "with fit/transport (or a factory returning one)"
+        )
+    if isinstance(spec, type):
+        if not _is_estimator(spec):
+            raise ValueError(f"method class {spec.__name__} has no fit/transport methods")
+        takes_seed = _accepts_seed(spec)
+        return spec.__name__, (lambda seed: spec(seed=seed)) if takes_seed else (
+            lambda seed: spec()
+        )
+    if _is_estimator(spec):
+        return type(spec).__name__, lambda seed: copy.deepcopy(spec)
+    if callable(spec):
+        takes_seed = _accepts_seed(spec)
+        name = getattr(spec, "__name__", type(spec).__name__)
+        return name, (lambda seed: spec(seed=seed)) if takes_seed else (lambda seed: spec())
+    raise ValueError(
+        f"unknown method {spec!r}: pass a name, an object with fit/transport or a factory"
+    )
+
+
+def _resolve_methods(methods, w1ot_kwargs) -> list[tuple[str, Callable[[int], Any]]]:
+    if isinstance(methods, (str, type)) or _is_estimator(methods):
+        methods = [methods]
+    items = list(methods.items()) if isinstance(methods, Mapping) else [(None, m) for m in methods]
+    if not items:
+        raise ValueError("methods is empty")
+    out: list[tuple[str, Callable[[int], Any]]] = []
+    for name, spec in items:
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+            name, spec = spec
+        default, factory = _factory_for(spec, w1ot_kwargs)
+        name = str(name) if name is not None else default
+        if name in [n for n, _ in out]:
+            raise ValueError(f"duplicate method name {name!r}; pass a mapping name -> method")
+        out.append((name, factory))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# data access
+# --------------------------------------------------------------------------------------------
+
+
+def _is_sparse(X) -> bool:
+    return hasattr(X, "tocsr") and callable(X.tocsr)
+
+
+class _Data:
+    """The selected matrix of an AnnData, read and densified one group of cells at a time."""
+
+    def __init__(self, adata, layer, genes, n_top_genes, normalize):
+        if layer is None:
+            X = adata.X
+        else:
+            layers = getattr(adata, "layers", {})
+            if layer not in layers:
+                raise ValueError(f"layer {layer!r} not in adata.layers ({list(layers)})")
+            X = layers[layer]
+        if X is None:
+            raise ValueError("adata.X is None" if layer is None else f"layer {layer!r} is None")
+        var_names = np.asarray(adata.var_names)
+        if X.ndim != 2 or X.shape[1] != var_names.shape[0]:
+            raise ValueError(f"data has shape {X.shape}, expected (n_obs, {var_names.shape[0]})")
+        self.X, self.normalize = X, bool(normalize)
+        cols = np.arange(var_names.shape[0])
+        if genes is not None:
+            genes = [genes] if isinstance(genes, str) else list(genes)
+            pos = {g: i for i, g in enumerate(var_names.tolist())}
+            missing = [g for g in genes if g not in pos]
+            if missing:
+                raise ValueError(f"{len(missing)} genes not in adata.var_names, e.g. {missing[:5]}")
+            cols = np.array(sorted({pos[g] for g in genes}), dtype=np.intp)
+        if n_top_genes is not None:
+            X_hvg = X if not self.normalize else normalize_log1p(X)
+            sub = SimpleNamespace(X=X_hvg[:, cols], var_names=np.arange(cols.shape[0]), layers={})
+            top = highly_variable_genes(sub, n_top_genes)
+            cols = cols[np.sort(np.asarray(top, dtype=np.intp))]
+        if cols.shape[0] == 0:
+            raise ValueError("no features selected")
+        self.cols = cols
+        self.var_names = var_names[cols]
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Dense float64 (cells x selected features) of the rows ``idx`` (sorted)."""
+        idx = np.sort(np.asarray(idx, dtype=np.intp))
+        X = self.X
+        if _is_sparse(X):
+            sub = X.tocsr()[idx] if not hasattr(X, "indptr") else X[idx]
+            if self.normalize:
+                sub = normalize_log1p(sub)
+            sub = sub[:, self.cols].toarray()
+        else:
+            sub = np.asarray(X[idx])
+            if self.normalize:
+                sub = normalize_log1p(sub)
+            sub = sub[:, self.cols]
+        out = np.ascontiguousarray(sub, dtype=np.float64)
+        if not np.isfinite(out).all():
+            raise ValueError("the selected data contain NaN or infinite values")
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# the harness
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` returns.
+
+    Attributes
+    ----------
+    results : DataFrame
+        Tidy scores: ``method, perturbation, holdout, repeat, features, metric, value``.
+    splits : DataFrame
+        One row per run: cell counts of the train / test splits and of the scored subsample.
+    de_genes : dict
+        ``(perturbation, holdout, repeat) -> list`` of the top-k DE features of that run.
+    config : dict
+        The protocol's settings.
+    """
+
+    results: Any
+    splits: Any
+    de_genes: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def summary(self, by: Sequence[str] = ()) -> Any:
+        """:func:`summarize` of the results."""
+        return summarize(self.results, by=by)
+
+    def mann_whitney(self, **kwargs) -> Any:
+        """:func:`mann_whitney` of the results."""
+        return mann_whitney(self.results, **kwargs)
+
+    def plot(self, path=None, **kwargs):
+        """:func:`plot_benchmark` of the results."""
+        return plot_benchmark(self.results, path=path, **kwargs)
+
+    def to_csv(self, path) -> None:
+        """Writes the tidy results to ``path`` (no index)."""
+        self.results.to_csv(path, index=False)
+
+
+def _labels(adata, column: str, what: str) -> np.ndarray:
+    obs = getattr(adata, "obs", None)
+    if obs is None or not hasattr(obs, "columns"):
+        raise TypeError("adata must be AnnData-like (with a pandas .obs)")
+    if column not in obs.columns:
+        raise ValueError(
+            f"{what} column {column!r} not in adata.obs (columns: {list(obs.columns)})"
+        )
+    return obs[column].to_numpy()
+
+
+def _present(labels: np.ndarray) -> list:
+    vals = [v for v in dict.fromkeys(labels.tolist()) if not (isinstance(v, float) and v != v)]
+    return vals
+
+
+def run_benchmark(
+    adata,
+    condition_key: str,
+    control,
+    perturbations=None,
+    methods=DEFAULT_METHODS,
+    *,
+    n_repeats: int = 5,
+    layer: str | None = None,
+    genes: Sequence[str] | None = None,
+    n_top_genes: int | None = None,
+    normalize: bool = False,
+    w1ot_kwargs: Mapping[str, Any] | None = None,
+    test_fraction: float = 0.2,
+    min_test: int = 500,
+    max_test: int = 1000,
+    top_k: int = 50,
+    rank_by: str = "score",
+    energy: bool = False,
+    gammas=None,
+    ood_column: str | None = None,
+    ood_value=None,
+    seed: int = 0,
+    on_error: str = "raise",
+    progress: bool = True,
+    output=None,
+    figure=None,
+) -> BenchmarkResult:
+    """Runs the evaluation protocol of the paper on ``adata``.
+
+    For each perturbation, held-out value (o.o.d. mode only) and repeat ("run"):
+
+    1. Split control and perturbed cells into train and test (:func:`test_size` per side;
+       in o.o.d. mode as described below), seeded by ``seed``, the perturbation, the held-out
+       value and the repeat (so a run's split does not depend on which other perturbations
+       are benchmarked).
+    2. Rank the features by a t-test of the test perturbed vs test control cells and keep the
+       top ``top_k`` (all if there are at most ``top_k``).
+    3. For every method: build a fresh estimator (seeded per run), ``fit(train control,
+       train perturbed)`` and time it, ``transport(test control)``; subsample prediction and
+       test truth to the same number of cells and score them on all and on the top-k features.
+
+    Parameters
+    ----------
+    adata : AnnData
+        Cells x features; ``X`` or ``layers[layer]``, dense or scipy.sparse (only the selected
+        cells are densified, one group at a time).
+    condition_key : str
+        Column of ``adata.obs`` with the condition labels.
+    control : label
+        The control label of ``condition_key``.
+    perturbations : label or list of labels, optional
+        Perturbations to evaluate (default: every other label).
+    methods : sequence or mapping
+        Each a name (``"identity"``, ``"observed"``, ``"mean_shift"``, ``"w1ot"``), an object
+        with ``fit``/``transport`` (deep-copied for every run: pass it unfitted) or a factory
+        returning one (a class or function; called with ``seed=`` if it accepts it). A mapping,
+        or ``(name, method)`` pairs, set the names used in the results.
+    n_repeats : int
+        Repeats per perturbation (5).
+    layer : str, optional
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    genes : sequence of str, optional
+        Restrict to these entries of ``adata.var_names`` (kept in ``var_names`` order).
+    n_top_genes : int, optional
+        Further restrict to the most variable genes (:func:`w1ot.preprocessing.
+        highly_variable_genes` on all cells, after normalisation if ``normalize``).
+    normalize : bool
+        Data are raw counts: apply :func:`w1ot.preprocessing.normalize_log1p` per cell (on all
+        genes, before any gene selection).
+    w1ot_kwargs : mapping, optional
+        Keyword arguments of :class:`w1ot.W1OT` for the ``"w1ot"`` method (``progress`` is
+        off by default; ``seed`` defaults to a per-run seed).
+    test_fraction, min_test, max_test : float, int, int
+        The split rule (0.2, 500, 1000), see :func:`test_size`.
+    top_k : int
+        DE features for the ``"top{top_k}"`` feature set (50).
+    rank_by : {"score", "abs"}
+        DE ranking: signed t (scanpy's default, favours up-regulated features) or |t|.
+    energy : bool
+        Also compute the energy distance.
+    gammas : array-like, optional
+        MMD bandwidths (default :data:`w1ot.metrics.DEFAULT_GAMMAS`).
+    ood_column : str, optional
+        Out-of-distribution mode: column of ``adata.obs`` (a cell type, a patient). For a
+        held-out value v, cells with ``obs[ood_column] == v`` are never used for training;
+        the test control cells are all held-out control cells; the held-out perturbed cells
+        are split by :func:`test_size` into the test truth and the cells the ``observed``
+        baseline returns.
+    ood_value : label or list of labels, optional
+        Held-out value(s). Default: every value of ``ood_column``; values without at least
+        4 cells on each side (held out and remaining) are then skipped with a warning.
+    seed : int
+        Master seed.
+    on_error : {"raise", "warn"}
+        What to do when a method fails on a run: re-raise, or warn and record NaN scores.
+    progress : bool
+        Show a progress bar over the runs.
+    output : path, optional
+        Write the tidy results there as CSV.
+    figure : path, optional
+        Write :func:`plot_benchmark` of the results there.
+
+    Returns
+    -------
+    BenchmarkResult
+    """
+    import pandas as pd
+
+    from w1ot.metrics import compute_metrics, top_de_genes
+
+    # -- validation ----------------------------------------------------------------------
+    for attr in ("obs", "X", "var_names"):
+        if not hasattr(adata, attr):
+            raise TypeError(f"adata must be AnnData-like (missing .{attr})")
+    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
+        raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if rank_by not in ("score", "abs"):
+        raise ValueError(f"rank_by must be 'score' or 'abs', got {rank_by!r}")
+    if on_error not in ("raise", "warn"):
+        raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+    if not (0 < test_fraction < 1) or min_test < 1 or max_test < min_test:
+        raise ValueError("need 0 < test_fraction < 1 and 1 <= min_test <= max_test")
+    rule = {"fraction": test_fraction, "min_size": int(min_test), "max_size": int(max_test)}
+    labels = _labels(adata, condition_key, "condition")
+    present = _present(labels)
+    if control not in present:
+        raise ValueError(
+            f"control label {control!r} not found in adata.obs[{condition_key!r}] "
+            f"(labels: {present[:20]})"
+        )
+    if perturbations is None:
+        perturbations = [p for p in present if p != control]
+    elif isinstance(perturbations, (str, int, np.integer)):
+        perturbations = [perturbations]
+    perturbations = list(perturbations)
+    if not perturbations:
+        raise ValueError("no perturbations to evaluate")
+    for p in perturbations:
+        if p == control:
+            raise ValueError(f"perturbation {p!r} is the control label")
+        if p not in present:
+            raise ValueError(
+                f"perturbation {p!r} not found in adata.obs[{condition_key!r}] "
+                f"(labels: {present[:20]})"
+            )
+    method_list = _resolve_methods(methods, dict(w1ot_kwargs or {}))
+    data = _Data(adata, layer, genes, n_top_genes, normalize)
+    n_features = data.cols.shape[0]
+    feat_top = f"top{top_k}"
+
+    is_ctrl = labels == control
+    if ood_column is None:
+        if ood_value is not None:
+            raise ValueError("ood_value needs ood_column")
+        holdouts: list = [None]
+        groups = None
+    else:
+        groups = _labels(adata, ood_column, "ood")
+        values = _present(groups)
+        if ood_value is None:
+            holdouts = values
+        else:
+            holdouts = [ood_value] if np.ndim(ood_value) == 0 else list(ood_value)
+            for v in holdouts:
+                if v not in values:
+                    raise ValueError(
+                        f"ood_value {v!r} not found in adata.obs[{ood_column!r}] "
+                        f"(values: {values[:20]})"
+                    )
+
+    # -- the runs --------------------------------------------------------------------------
+    ctrl_rows = np.flatnonzero(is_ctrl)
+    plan = []  # (perturbation, holdout, positions within the control / perturbed cells)
+    for p in perturbations:
+        pert_rows = np.flatnonzero(labels == p)
+        for h in holdouts:
+            if h is None:
+                for nm, rows_ in ((control, ctrl_rows), (p, pert_rows)):
+                    if rows_.shape[0] < 4:
+                        raise ValueError(
+                            f"{nm!r} has {rows_.shape[0]} cells, need at least 4 to split"
+                        )
+                plan.append((p, h, None))
+                continue
+            c_out, p_out = groups[ctrl_rows] == h, groups[pert_rows] == h
+            sides = {
+                "held-out control": np.flatnonzero(c_out),
+                "held-out perturbed": np.flatnonzero(p_out),
+                "training control": np.flatnonzero(~c_out),
+                "training perturbed": np.flatnonzero(~p_out),
+            }
+            small = [f"{k} ({v.shape[0]})" for k, v in sides.items() if v.shape[0] < 4]
+            if small:
+                msg = (
+                    f"o.o.d. value {h!r} of {ood_column!r} for perturbation {p!r}: too few "
+                    f"cells (need 4) in {', '.join(small)}"
+                )
+                if ood_value is not None:
+                    raise ValueError(msg)
+                warnings.warn(msg + "; skipped", RuntimeWarning, stacklevel=2)
+                continue
+            plan.append((p, h, sides))
+    if not plan:
+        raise ValueError("nothing to evaluate (every o.o.d. value was skipped)")
+
+    rows: list[tuple] = []
+    split_rows: list[dict] = []
+    de_genes: dict = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan) * n_repeats, desc="benchmark", unit="run")
+    ctrl_all = data.rows(ctrl_rows)  # densified once, the perturbed cells once per perturbation
+    pert_all, pert_of = None, None
+    nan_scores = dict.fromkeys(("r2", "l2", "mmd", *(("energy",) if energy else ())), math.nan)
+    try:
+        for p, h, sides in plan:
+            hold = "" if h is None else str(h)
+            if pert_of != p:
+                pert_all, pert_of = data.rows(np.flatnonzero(labels == p)), p
+            for r in range(n_repeats):
+                ss = np.random.SeedSequence([int(seed), _stable_int(p), _stable_int(hold), r])
+                s_split, s_model, s_pred, s_truth = (int(v) for v in ss.generate_state(4))
+                rng = np.random.default_rng(s_split)
+                if h is None:
+                    c_tr, c_te = _split(ctrl_all.shape[0], rng, **rule)
+                    p_tr, p_te = _split(pert_all.shape[0], rng, **rule)
+                    src_train, src_test = ctrl_all[c_tr], ctrl_all[c_te]
+                    tgt_train, truth = pert_all[p_tr], pert_all[p_te]
+                    reference = tgt_train
+                else:
+                    held = pert_all[sides["held-out perturbed"]]
+                    p_ref, p_te = _split(held.shape[0], rng, **rule)
+                    src_train = ctrl_all[sides["training control"]]
+                    src_test = ctrl_all[sides["held-out control"]]
+                    tgt_train = pert_all[sides["training perturbed"]]
+                    truth, reference = held[p_te], held[p_ref]
+                if n_features > top_k:
+                    de = SimpleNamespace(
+                        obs=pd.DataFrame({"g": ["c"] * src_test.shape[0] + ["p"] * truth.shape[0]}),
+                        var_names=np.arange(n_features),
+                        X=np.vstack([src_test, truth]),
+                        layers={},
+                    )
+                    top = np.asarray(top_de_genes(de, "g", "c", "p", k=top_k, rank_by=rank_by))
+                else:
+                    top = np.arange(n_features)
+                de_genes[(p, hold, r)] = data.var_names[top].tolist()
+                split_rows.append(
+                    {
+                        "perturbation": p,
+                        "holdout": hold,
+                        "repeat": r,
+                        "n_train_control": src_train.shape[0],
+                        "n_train_perturbed": tgt_train.shape[0],
+                        "n_test_control": src_test.shape[0],
+                        "n_test_perturbed": truth.shape[0],
+                        "n_observed_reference": reference.shape[0],
+                        "n_eval": min(src_test.shape[0], truth.shape[0]),
+                    }
+                )
+                model_seed = s_model % (2**31)
+                for name, factory in method_list:
+                    try:
+                        est = factory(model_seed)
+                        t0 = time.perf_counter()
+                        if isinstance(est, Observed):
+                            est.fit(src_train, reference)
+                        else:
+                            est.fit(src_train, tgt_train)
+                        fit_time = time.perf_counter() - t0
+                        pred = np.asarray(est.transport(src_test), dtype=np.float64)
+                        if pred.ndim != 2 or pred.shape[1] != n_features or pred.shape[0] < 2:
+                            raise ValueError(
+                                f"method {name!r} returned shape {pred.shape}, expected "
+                                f"(n_cells >= 2, {n_features})"
+                            )
+                        n = min(pred.shape[0], truth.shape[0])
+                        pi = np.sort(np.random.default_rng(s_pred).permutation(pred.shape[0])[:n])
+                        ti = np.sort(np.random.default_rng(s_truth).permutation(truth.shape[0])[:n])
+                        ps, ts = pred[pi], truth[ti]
+                        scores = {
+                            "all": compute_metrics(ps, ts, gammas=gammas, energy=energy),
+                            feat_top: compute_metrics(
+                                ps[:, top], ts[:, top], gammas=gammas, energy=energy
+                            ),
+                        }
+                    except Exception as exc:
+                        if on_error == "raise":
+                            raise
+                        warnings.warn(
+                            f"method {name!r} failed on {p!r} (holdout {hold!r}, repeat {r}): "
+                            f"{type(exc).__name__}: {exc}",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        scores, fit_time = {"all": nan_scores, feat_top: nan_scores}, math.nan
+                    for feats, sc in scores.items():
+                        for metric, value in sc.items():
+                            rows.append((name, p, hold, r, feats, metric, float(value)))
+                    rows.append((name, p, hold, r, "all", "fit_time", float(fit_time)))
+                if bar is not None:
+                    bar.set_postfix_str(f"{p}" + (f" / {hold}" if hold else ""), refresh=False)
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    results = pd.DataFrame(rows, columns=_COLUMNS)
+    result = BenchmarkResult(
+        results=results,
+        splits=pd.DataFrame(split_rows),
+        de_genes=de_genes,
+        config={
+            "condition_key": condition_key,
+            "control": control,
+            "perturbations": perturbations,
+            "methods": [n for n, _ in method_list],
+            "n_repeats": int(n_repeats),
+            "layer": layer,
+            "n_features": int(n_features),
+            "normalize": bool(normalize),
+            "n_top_genes": n_top_genes,
+            "w1ot_kwargs": dict(w1ot_kwargs or {}),
+            "split_rule": rule,
+            "top_k": int(top_k),
+            "rank_by": rank_by,
+            "ood_column": ood_column,
+            "holdouts": [h for h in holdouts if h is not None],
+            "seed": int(seed),
+        },
+    )
+    if output is not None:
+        result.to_csv(output)
+    if figure is not None:
+        result.plot(path=figure)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# summaries and tests
+# --------------------------------------------------------------------------------------------
+
+
+def _check_results(results) -> None:
+    missing = [c for c in ("method", "features", "metric", "value") if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack the columns {missing} (expected {_COLUMNS})")
+
+
+def _worst(values, metric: str) -> float:
+    v = values.dropna()
+    if v.empty:
+        return math.nan
+    return float(v.max() if LOWER_IS_BETTER.get(metric, True) else v.min())
+
+
+def summarize(results, by: Sequence[str] = ()) -> Any:
+    """Per method summary of tidy benchmark results over runs.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Tidy results (:attr:`BenchmarkResult.results`, or the CSV read back).
+    by : sequence of str
+        Extra grouping columns, e.g. ``["perturbation"]`` or ``["holdout"]``.
+
+    Returns
+    -------
+    DataFrame
+        Index ``(*by, features, metric, method)`` (methods in order of appearance); columns
+        ``n`` (runs with a finite value), ``mean``, ``std`` (ddof=1), ``median`` and ``worst``
+        (the maximum of lower-is-better metrics, the minimum of r2).
+    """
+    import pandas as pd
+
+    _check_results(results)
+    keys = [*by, "features", "metric", "method"]
+    out = []
+    for key, g in results.groupby(keys, sort=False):
+        v = g["value"]
+        out.append(
+            (
+                *key,
+                int(v.notna().sum()),
+                float(v.mean()),
+                float(v.std()) if v.notna().sum() > 1 else math.nan,
+                float(v.median()),
+                _worst(v, key[-2]),
+            )
+        )
+    df = pd.DataFrame(out, columns=[*keys, "n", "mean", "std", "median", "worst"])
+    return df.set_index(keys)
+
+
+def mann_whitney(
+    results,
+    reference: str | None = None,
+    metrics: Sequence[str] | None = None,
+    features: str | Sequence[str] | None = None,
+    by: Sequence[str] = (),
+) -> Any:
+    """Two-sided Mann-Whitney U (Wilcoxon rank-sum) tests between methods over all runs.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Tidy results.
+    reference : str, optional
+        Compare this method with each other one; default every pair of methods.
+    metrics : sequence of str, optional
+        Default: the quality metrics present (r2, l2, mmd, energy; not fit_time).
+    features : str or sequence, optional
+        Feature sets to test (default all present).
+    by : sequence of str
+        Extra grouping columns (e.g. ``["perturbation"]``); default pools all runs.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``*by, features, metric, method_a, method_b, n_a, n_b, median_a, median_b,
+        u_statistic`` (U of ``method_a``), ``p_value`` and ``better`` (the method with the
+        better median, ``""`` when equal). Samples identical in every value give p = 1.
+    """
+    import pandas as pd
+    from scipy.stats import mannwhitneyu
+
+    _check_results(results)
+    df = results
+    if metrics is None:
+        metrics = [m for m in _QUALITY_METRICS if m in set(df["metric"])]
+    df = df[df["metric"].isin(list(metrics))]
+    if features is not None:
+        df = df[df["features"].isin([features] if isinstance(features, str) else list(features))]
+    names = list(dict.fromkeys(results["method"]))
+    if reference is not None and reference not in names:
+        raise ValueError(f"reference method {reference!r} not in the results ({names})")
+    out = []
+    keys = [*by, "features", "metric"]
+    for key, g in df.groupby(keys, sort=False):
+        metric = key[-1]
+        vals = {m: s.dropna().to_numpy() for m, s in g.groupby("method", sort=False)["value"]}
+        present = [m for m in names if m in vals and vals[m].size]
+        if reference is not None:
+            pairs = [(reference, m) for m in present if m != reference and reference in present]
+        else:
+            pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :]]
+        for a, b in pairs:
+            x, y = vals[a], vals[b]
+            if np.unique(np.concatenate([x, y])).size == 1:
+                u, pv = x.size * y.size / 2.0, 1.0
+            else:
+                res = mannwhitneyu(x, y, alternative="two-sided")
+                u, pv = float(res.statistic), float(res.pvalue)
+            ma, mb = float(np.median(x)), float(np.median(y))
+            lower = LOWER_IS_BETTER.get(metric, True)
+            better = "" if ma == mb else (a if (ma < mb) == lower else b)
+            out.append((*key, a, b, x.size, y.size, ma, mb, u, pv, better))
+    cols = [*keys, "method_a", "method_b", "n_a", "n_b", "median_a", "median_b"]
+    return pd.DataFrame(out, columns=[*cols, "u_statistic", "p_value", "better"])
+
+
+def _stars(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return "***" if p < 1e-3 else "**" if p < 1e-2 else "*" if p < 0.05 else "ns"
+
+
+_METRIC_LABELS = {
+    "r2": "$r^2$",
+    "l2": "$l_2$",
+    "mmd": "MMD",
+    "energy": "energy",
+    "fit_time": "fit time (s)",
+}
+
+
+def plot_benchmark(
+    results,
+    *,
+    features: str | None = None,
+    metrics: Sequence[str] = ("r2", "l2", "mmd"),
+    reference: str | None = "w1ot",
+    methods: Sequence[str] | None = None,
+    path=None,
+    axes=None,
+    title: str | None = None,
+):
+    """Box plots of each metric per method over all runs, as in the paper's Fig. 3.
+
+    One panel per metric (arrow: better direction), one box per method with the runs as
+    points, and the two-sided Mann-Whitney p-value of ``reference`` against every other method
+    as stars above the boxes (``***`` p < 0.001, ``**`` < 0.01, ``*`` < 0.05, ``ns``).
+
+    Parameters
+    ----------
+    results : DataFrame
+        Tidy results.
+    features : str, optional
+        Feature set; default the ``top*`` set if present, else ``"all"``.
+    metrics : sequence of str
+    reference : str, optional
+        Method to test against the others (skipped if absent or None).
+    methods : sequence of str, optional
+        Methods and their order (default: order of appearance).
+    path : path, optional
+        Save the figure there (and close it).
+    axes : sequence of Axes, optional
+        One per metric; a new figure otherwise.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_benchmark needs matplotlib: pip install 'w1ot[plot]'") from exc
+    _check_results(results)
+    if features is None:
+        tops = [f for f in dict.fromkeys(results["features"]) if str(f).startswith("top")]
+        features = tops[0] if tops else "all"
+    df = results[(results["features"] == features) & results["metric"].isin(list(metrics))]
+    if df.empty:
+        raise ValueError(f"no results for features {features!r} and metrics {list(metrics)}")
+    names = list(methods) if methods is not None else list(dict.fromkeys(results["method"]))
+    metrics = [m for m in metrics if m in set(df["metric"])]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 4.0))
+        axes = np.atleast_1d(axes)
+    else:
+        axes = np.atleast_1d(axes)
+        fig = axes[0].figure
+    if reference not in names:
+        reference = None
+    tests = (
+        mann_whitney(df, reference=reference, metrics=metrics, features=features)
+        if reference is not None
+        else None
+    )
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes, metrics, strict=False):
+        sub = df[df["metric"] == metric]
+        data = [sub.loc[sub["method"] == m, "value"].dropna().to_numpy() for m in names]
+        pos = np.arange(1, len(names) + 1)
+        ax.boxplot(data, positions=pos, widths=0.6, showfliers=False)
+        for x, d in zip(pos, data, strict=True):
+            ax.scatter(x + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.6, zorder=3)
+        ax.set_xticks(pos)
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        arrow = "\u2193" if LOWER_IS_BETTER.get(metric, True) else "\u2191"
+        ax.set_title(f"{_METRIC_LABELS.get(metric, metric)} {arrow}")
+        if tests is not None:
+            lo, hi = ax.get_ylim()
+            for _, t in tests[tests["metric"] == metric].iterrows():
+                x = names.index(t["method_b"]) + 1
+                ax.text(x, hi, _stars(t["p_value"]), ha="center", va="bottom", fontsize=8)
+            ax.set_ylim(lo, hi + 0.08 * (hi - lo))
+    note = f"features: {features}" + (f"; tests vs {reference}" if reference else "")
+    fig.suptitle(f"{title}  ({note})" if title else note, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def format_summary(result_or_df, features: Sequence[str] | None = None) -> str:
+    """The summary as printable text: per feature set, one line per metric and method with
+    n, mean, std, median and worst over runs (fit times, in seconds, under ``all``). A feature
+    set identical to ``all`` (fewer features than top_k) is only named."""
+    results = result_or_df.results if isinstance(result_or_df, BenchmarkResult) else result_or_df
+    s = summarize(results)
+    lines = []
+    feats = list(dict.fromkeys(results["features"])) if features is None else list(features)
+    present = set(s.index.get_level_values("features"))
+    for f in feats:
+        if f not in present:
+            continue
+        sub = s.xs(f, level="features")
+        if f != "all" and "all" in present:
+            ref = s.xs("all", level="features").reindex(sub.index)
+            if np.array_equal(ref["mean"].to_numpy(), sub["mean"].to_numpy(), equal_nan=True):
+                lines.append(f"features: {f} = all features (no more than top_k)")
+                continue
+        lines.append(f"features: {f}")
+        head = ("metric", "method", "n", "mean", "std", "median", "worst")
+        lines.append("  {:<9}{:<14}{:>4}{:>12}{:>11}{:>12}{:>12}".format(*head))
+        for (metric, method), row in sub.iterrows():
+            lines.append(
+                f"  {metric:<9}{method!s:<14}{int(row['n']):>4d}{row['mean']:>12.5g}"
+                f"{row['std']:>11.3g}{row['median']:>12.5g}{row['worst']:>12.5g}"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
+    """Adds the ``benchmark`` subcommand to an argparse ``subparsers`` object; the parsed
+    arguments go to :func:`run_benchmark_cli` (also set as the ``func`` default)."""
+    p = subparsers.add_parser(
+        "benchmark",
+        help="run the paper's evaluation protocol on an .h5ad file",
+        description="Train/test splits per perturbation and repeat, baselines and W1OT, "
+        "metrics on all and on the top-k DE features, Mann-Whitney tests.",
+    )
+    p.add_argument("data", help="AnnData .h5ad file")
+    p.add_argument("--condition", required=True, help="obs column with the condition labels")
+    p.add_argument("--control", required=True, help="control label")
+    p.add_argument("--perturbations", nargs="+", help="perturbation labels (default: all)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="%(default)s")
+    p.add_argument("--layer", help="use adata.layers[LAYER] instead of X")
+    p.add_argument("--normalize", action="store_true", help="raw counts: normalise + log1p")
+    p.add_argument("--hvg", type=int, help="restrict to the top HVG genes")
+    p.add_argument("--genes-file", help="file with one gene (var name) per line")
+    p.add_argument(
+        "--obs-filter",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only cells with str(obs[COLUMN]) == VALUE (repeatable)",
+    )
+    p.add_argument("--repeats", type=int, default=5, help="repeats per perturbation (5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=50, help="DE features (50)")
+    p.add_argument("--rank-by", choices=("score", "abs"), default="score")
+    p.add_argument("--energy", action="store_true", help="also compute the energy distance")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--min-test", type=int, default=500)
+    p.add_argument("--max-test", type=int, default=1000)
+    p.add_argument("--iters", type=int, help="W1OT iterations of both stages")
+    p.add_argument("--threads", type=int, default=0, help="W1OT threads (0: all cores)")
+    p.add_argument(
+        "--w1ot",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a W1OT keyword argument, e.g. step_lr=1e-3 (repeatable)",
+    )
+    p.add_argument("--ood-column", help="o.o.d. mode: obs column of the held-out groups")
+    p.add_argument("--ood-value", action="append", help="held-out value (repeatable; default: all)")
+    p.add_argument("--reference", default="w1ot", help="method tested against the others")
+    p.add_argument("--out", help="write the tidy results to this CSV")
+    p.add_argument("--summary-out", help="write the summary table to this CSV")
+    p.add_argument("--figure", help="write the box-plot figure to this file (PNG, PDF)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_benchmark_cli)
+    return p
+
+
+def run_benchmark_cli(args: argparse.Namespace) -> int:
+    """Runs ``w1ot benchmark`` with parsed arguments; prints the summary and the tests."""
+    try:
+        import anndata
+    except ImportError:
+        print("w1ot benchmark needs anndata: pip install 'w1ot[anndata]'")
+        return 2
+    import pandas as pd
+
+    adata = anndata.read_h5ad(args.data)
+    for spec in args.obs_filter:
+        col, sep, val = spec.partition("=")
+        if not sep or col not in adata.obs.columns:
+            raise SystemExit(f"--obs-filter {spec!r}: expected COLUMN=VALUE with an obs column")
+        adata = adata[adata.obs[col].astype(str).to_numpy() == val]
+    kwargs: dict[str, Any] = {"n_threads": args.threads}
+    if args.iters is not None:
+        kwargs["potential_iters"] = kwargs["step_iters"] = args.iters
+    for spec in args.w1ot:
+        key, sep, val = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--w1ot {spec!r}: expected KEY=VALUE")
+        kwargs[key.strip()] = _parse_value(val.strip())
+    genes = None
+    if args.genes_file:
+        with open(args.genes_file) as fh:
+            genes = [g.strip() for g in fh if g.strip()]
+    ood_value = args.ood_value
+    if ood_value is not None and len(ood_value) == 1:
+        ood_value = ood_value[0]
+    res = run_benchmark(
+        adata,
+        args.condition,
+        args.control,
+        args.perturbations,
+        methods=args.methods,
+        n_repeats=args.repeats,
+        layer=args.layer,
+        genes=genes,
+        n_top_genes=args.hvg,
+        normalize=args.normalize,
+        w1ot_kwargs=kwargs,
+        test_fraction=args.test_fraction,
+        min_test=args.min_test,
+        max_test=args.max_test,
+        top_k=args.top_k,
+        rank_by=args.rank_by,
+        energy=args.energy,
+        ood_column=args.ood_column,
+        ood_value=ood_value,
+        seed=args.seed,
+        progress=not args.quiet,
+        output=args.out,
+        figure=args.figure,
+    )
+    print(format_summary(res))
+    ref = args.reference if args.reference in res.config["methods"] else None
+    tests = res.mann_whitney(reference=ref)
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        print("\nMann-Whitney (two-sided):")
+        print(tests.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.summary_out:
+        res.summary().to_csv(args.summary_out)
+    for what, path in (("results", args.out), ("figure", args.figure)):
+        if path:
+            print(f"{what} written to {path}")
+    return 0
