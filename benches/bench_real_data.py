@@ -71,6 +71,16 @@ PRESETS = {
 }
 
 
+# W1OT step-size variants compared for the choice of default (``--variant``, repeatable).
+VARIANTS = {
+    "gan": {"step_loss": "gan"},  # the paper's adversarial game
+    "gan_stable": {"step_loss": "gan", "label_smoothing": 0.2, "disc_lr": 2e-5},
+    "energy": {"step_loss": "energy"},
+    "energy_pen": {"step_loss": "energy", "mean_shift_penalty": 1.0},
+    "mmd": {"step_loss": "mmd"},
+}
+
+
 def data_dir() -> Path:
     env = os.environ.get("W1OT_DATA")
     path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -96,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="tidy results CSV")
     parser.add_argument("--figure", help="box-plot figure (PNG)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=sorted(VARIANTS),
+        help="W1OT step-size variant to add as method w1ot_<name> (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     import anndata
@@ -117,13 +133,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} repeats; W1OT {args.iters} iterations per stage",
         flush=True,
     )
+    methods = args.methods
+    reference = "w1ot"
+    if args.variant:
+        import functools
+
+        from w1ot import W1OT
+
+        methods = {m: m for m in args.methods if m != "w1ot"}
+        for v in args.variant:
+            methods[f"w1ot_{v}"] = functools.partial(W1OT, **w1ot_kwargs, **VARIANTS[v])
+        reference = f"w1ot_{args.variant[0]}"
     t0 = time.perf_counter()
     res = run_benchmark(
         adata,
         preset["condition"],
         preset["control"],
         args.perturbations or preset["perturbations"],
-        methods=args.methods,
+        methods=methods,
         n_repeats=args.repeats,
         w1ot_kwargs=w1ot_kwargs,
         energy=args.energy,
@@ -139,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     print(f"{res.config['n_features']} features; wall time {wall:.1f} s\n")
     print(format_summary(res))
-    if "w1ot" in res.config["methods"]:
-        mw = res.mann_whitney(reference="w1ot")
+    if reference in res.config["methods"]:
+        mw = res.mann_whitney(reference=reference)
         with pd.option_context("display.width", 160):
-            print("\nMann-Whitney (two-sided), w1ot vs the others:")
+            print(f"\nMann-Whitney (two-sided), {reference} vs the others:")
             print(mw.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
