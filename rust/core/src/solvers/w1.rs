@@ -244,7 +244,12 @@ pub fn train_potential(
         let xb = source.select_rows(s_sampler.next_batch(rng));
         let yb = target.select_rows(t_sampler.next_batch(rng));
         let batch = Matrix::vstack(&xb, &yb);
-        let w = pot.weights(Mode::Train)?;
+        // Non-finite parameters surface here first, as a singular Cayley system.
+        let w = pot.weights(Mode::Train).map_err(|e| Error::Diverged {
+            stage: "potential",
+            iteration: k,
+            msg: e.to_string(),
+        })?;
         let (f, grad) = pot.batch_grad(&w, &batch, &df, current_threads());
         let loss = dot(&f, &df);
         if !loss.is_finite() {

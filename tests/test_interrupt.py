@@ -1,0 +1,54 @@
+"""Ctrl-C during a fit: KeyboardInterrupt within a fraction of a second, model untouched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from w1ot import W1OT
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 20)).astype(np.float32)
+    y = x + 1.0
+    model = W1OT(potential_iters=10_000_000, step_iters=10, progress=False)
+    print("ready", flush=True)
+    t0 = time.perf_counter()
+    try:
+        model.fit(x, y)
+    except KeyboardInterrupt:
+        print(f"interrupted fitted={model.is_fitted}", flush=True)
+        sys.exit(0)
+    print("finished", flush=True)
+    sys.exit(1)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_a_fit_with_keyboard_interrupt():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.5)  # well inside the fit, which would take hours
+        sent = time.perf_counter()
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        waited = time.perf_counter() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"stdout={out!r} stderr={err!r}"
+    assert "interrupted fitted=False" in out
+    assert waited < 5.0, f"took {waited:.1f} s to stop"
