@@ -5,12 +5,13 @@ gradient checks of the potential and the MLP, orthonormality of the Cayley / Bj�
 GroupSort, the 1-Lipschitz property, Adam and the cosine schedule against hand computations,
 input validation at the boundary, GIL release and seeding.
 
-The core computes in float32, so finite differences use steps of 1e-2 .. 3e-4, the applied
-perturbation is the one actually stored in float32 (not the intended ``eps * v``), and points are
+The core computes in float32, so finite differences compare directional derivatives along a few
+directions per parameter block, the applied perturbation is the one actually stored in float32
+(not the intended ``eps * v``), the tolerance includes the loss's rounding floor, and points are
 chosen away from GroupSort / LeakyReLU kinks: a float64 NumPy forward pass (built from the
 binding's own weights and parameter layout) gives every sort permutation and activation sign,
-rows are kept only when their smallest within-group gap is comfortable, and a step is used only
-when both end points lie in the same linear region as the centre.
+rows are kept only when their smallest within-group gap is comfortable, and the largest step
+(1e-2 down to 1e-6) whose two end points lie in the same linear region as the centre is used.
 """
 
 import ast
@@ -18,6 +19,8 @@ import inspect
 import itertools
 import math
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -156,29 +159,24 @@ def directional_fd(loss, region, z0, v, eps_list):
     return None
 
 
-def rounding_floor(weights, values):
-    """Absolute float32 rounding noise of a loss sum_i w_i v_i computed through a deep
-    network: about 8 units in the last place of sum_i |w_i| (1 + |v_i|) (measured: up to 4)."""
+def rounding_floor(weights, values, rel):
+    """Absolute float32 rounding noise of a loss sum_i w_i v_i: ``rel`` sum_i |w_i| (1 + |v_i|).
+    Set from measurements over thousands of seeded cases with a 4x margin: rel = 3e-6 (some
+    25 units in the last place) through the potential's Cayley / Björck layers, 1e-7 through
+    an MLP."""
     w, v = np.abs(np.asarray(weights, np.float64)), np.abs(np.asarray(values, np.float64))
-    return 1e-6 * float(np.sum(w * (1.0 + v)))
+    return rel * float(np.sum(w * (1.0 + v)))
 
 
-def assert_fd_close(name, fd, delta, grad, block=slice(None), noise=0.0):
-    """fd = L(z + delta/2) - L(z - delta/2) must equal <grad, delta>.
-
-    Tolerance: 2% of the value, plus 5% of the RMS directional derivative over the perturbed
-    block (||g_block|| / sqrt(block size)), plus the loss's float32 rounding floor ``noise``.
-    Measured float32 errors stay well inside it, while an error of that size in any block's
-    gradient shows."""
-    grad = grad.astype(np.float64).ravel()
-    delta = delta.ravel()
-    an = float(np.dot(grad, delta))
-    g_blk = grad[block]
-    typical = np.linalg.norm(g_blk) / np.sqrt(g_blk.size)
+def assert_fd_close(name, fd, delta, grad, noise):
+    """fd = L(z + delta/2) - L(z - delta/2) must equal <grad, delta> within 2% plus the loss's
+    float32 rounding floor ``noise`` (checked: scaling one layer's W gradient by 5%, or its
+    bias gradient by 20%, fails it)."""
+    an = float(np.dot(grad.astype(np.float64).ravel(), delta.ravel()))
     step = float(np.linalg.norm(delta))
-    assert abs(fd - an) <= 2e-2 * abs(an) + 5e-2 * typical * step + noise, (
+    assert abs(fd - an) <= 2e-2 * abs(an) + noise, (
         f"{name}: finite difference {fd / step:+.6f} vs analytic {an / step:+.6f} per unit step "
-        f"(RMS directional derivative {typical:.3g}, rounding floor {noise / step:.2g})"
+        f"(rounding floor {noise / step:.2g})"
     )
 
 
@@ -240,7 +238,7 @@ def test_potential_parameter_gradient_matches_finite_differences(kind, d):
     df = rng.standard_normal(len(x)).astype(F32)
     f, grad, _ = pot.value_and_grad(x, df)
     assert grad.shape == (pot.n_params,) and grad.dtype == F32
-    noise = rounding_floor(df, f)
+    noise = rounding_floor(df, f, 3e-6)
 
     def loss(p):
         pot.set_params(p)
@@ -260,15 +258,15 @@ def test_potential_parameter_gradient_matches_finite_differences(kind, d):
     checked = 0
     for name, idx in blocks:
         v = unit_sign_vector(pot.n_params, idx, rng)
-        res = directional_fd(loss, region, p0, v, eps_list=(1e-2, 3e-3, 1e-3, 3e-4))
+        res = directional_fd(loss, region, p0, v, eps_list=(3e-3, 1e-3, 3e-4, 1e-4))
         if res is not None:
-            assert_fd_close(f"{kind} d={d} {name}", *res, grad, idx, noise)
+            assert_fd_close(f"{kind} d={d} {name}", *res, grad, noise)
             checked += 1
     # along the gradient itself: the full magnitude, not only a projection (small steps: the
     # gradient points where f is most sensitive, and its norm keeps the difference large)
     res = directional_fd(loss, region, p0, grad / np.linalg.norm(grad), GRAD_STEPS)
     assert res is not None, "no kink-free step along the gradient"
-    assert_fd_close(f"{kind} d={d} along the gradient", *res, grad, noise=noise)
+    assert_fd_close(f"{kind} d={d} along the gradient", *res, grad, noise)
     assert checked >= len(blocks) - 2, f"only {checked}/{len(blocks)} directions checked"
 
 
@@ -291,7 +289,7 @@ def test_potential_input_gradient_matches_finite_differences(kind, d):
     df = rng.standard_normal(len(x)).astype(F32)
     f, _, dx = pot.value_and_grad(x, df)
     assert dx.shape == x.shape and dx.dtype == F32
-    noise = rounding_floor(df, f)
+    noise = rounding_floor(df, f, 3e-6)
 
     def loss_train(z):
         return float(np.dot(pot.value_and_grad(z, df)[0].astype(np.float64), df))
@@ -302,7 +300,7 @@ def test_potential_input_gradient_matches_finite_differences(kind, d):
     for name, v in row_directions(x, dx, rng).items():
         res = directional_fd(loss_train, region_train, x, v, eps_list=(1e-3,))
         assert res is not None
-        assert_fd_close(f"{kind} d={d} input, {name} (value_and_grad)", *res, dx, noise=noise)
+        assert_fd_close(f"{kind} d={d} input, {name} (value_and_grad)", *res, dx, noise)
 
     # inference mode: .gradient against .value (Björck iterates to convergence here)
     g = pot.gradient(x)
@@ -317,9 +315,7 @@ def test_potential_input_gradient_matches_finite_differences(kind, d):
     for name, v in row_directions(x, g, rng).items():
         res = directional_fd(loss_eval, region_eval, x, v, eps_list=(1e-3, 3e-4))
         assert res is not None
-        assert_fd_close(
-            f"{kind} d={d} input, {name} (gradient)", *res, df[:, None] * g, noise=noise
-        )
+        assert_fd_close(f"{kind} d={d} input, {name} (gradient)", *res, df[:, None] * g, noise)
 
 
 @pytest.mark.parametrize("d", [3, 64, 150])
@@ -355,7 +351,7 @@ def test_mlp_gradients_match_finite_differences(dims, output):
     x = rows_with_margin(margin, d, 6, rng, margin=3e-3)
     dy = rng.standard_normal((len(x), m)).astype(F32)
     y, grad, dx = mlp.value_and_grad(x, dy)
-    noise = rounding_floor(dy, y)
+    noise = rounding_floor(dy, y, 1e-7)
     assert y.shape == (len(x), m) and grad.shape == (mlp.n_params,) and dx.shape == x.shape
     ref = mlp_forward(mlp, p0, x, output)[0]
     np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-6)
@@ -380,11 +376,11 @@ def test_mlp_gradients_match_finite_differences(dims, output):
         v = unit_sign_vector(mlp.n_params, idx, rng)
         res = directional_fd(loss_p, region_p, p0, v, eps_list=(1e-2, 3e-3, 1e-3))
         if res is not None:
-            assert_fd_close(f"MLP {dims} {output} {name}", *res, grad, idx, noise)
+            assert_fd_close(f"MLP {dims} {output} {name}", *res, grad, noise)
             checked += 1
     res = directional_fd(loss_p, region_p, p0, grad / np.linalg.norm(grad), GRAD_STEPS)
     assert res is not None, "no kink-free step along the gradient"
-    assert_fd_close(f"MLP {dims} {output} along the gradient", *res, grad, noise=noise)
+    assert_fd_close(f"MLP {dims} {output} along the gradient", *res, grad, noise)
     assert checked >= len(blocks) - 2, f"only {checked}/{len(blocks)} directions checked"
     mlp.set_params(p0)
 
@@ -397,7 +393,7 @@ def test_mlp_gradients_match_finite_differences(dims, output):
     for name, v in row_directions(x, dx, rng).items():
         res = directional_fd(loss_x, region_x, x, v, eps_list=(1e-2, 3e-3, 1e-3))
         assert res is not None
-        assert_fd_close(f"MLP {dims} {output} input, {name}", *res, dx, noise=noise)
+        assert_fd_close(f"MLP {dims} {output} input, {name}", *res, dx, noise)
 
 
 # ------------------------------------------------------------------------- orthonormality
@@ -526,6 +522,35 @@ def test_group_sort_backward_is_the_inverse_permutation(group_size):
     np.testing.assert_array_equal(C.group_sort_backward(dy.tolist(), perm.tolist()), dx)
 
 
+def test_group_sort_large_batch():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((20_000, 64)).astype(F32)
+    y, perm = C.group_sort(x, 16)
+    np.testing.assert_array_equal(y, -np.sort(-x.reshape(-1, 4, 16), axis=2).reshape(x.shape))
+    np.testing.assert_array_equal(np.take_along_axis(x, perm.astype(np.int64), axis=1), y)
+    np.testing.assert_array_equal(C.group_sort_backward(y, perm), x)
+
+
+@pytest.mark.parametrize("kind", ["cayley", "bjorck"])
+def test_rows_are_independent_of_the_batch(kind):
+    """Large batches (split into blocks, possibly in parallel, inside the core) give each row
+    the result it gets alone, and parameter gradients add up over sub-batches."""
+    rng = np.random.default_rng(9)
+    pot = make_potential(kind, 50, seed=9, rng=rng)
+    x = rng.standard_normal((5000, 50)).astype(F32)
+    f, g = pot.value(x), pot.gradient(x)
+    for lo, hi in ((0, 1), (1020, 1030), (2047, 2049), (4990, 5000)):
+        np.testing.assert_allclose(pot.value(x[lo:hi]), f[lo:hi], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(pot.gradient(x[lo:hi]), g[lo:hi], rtol=1e-5, atol=1e-6)
+    df = rng.standard_normal(3000).astype(F32)
+    fa, ga, dxa = pot.value_and_grad(x[:3000], df)
+    fb, gb, dxb = pot.value_and_grad(x[:1700], df[:1700])
+    fc, gc, dxc = pot.value_and_grad(x[1700:3000], df[1700:])
+    np.testing.assert_allclose(fa, np.concatenate([fb, fc]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dxa, np.concatenate([dxb, dxc]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ga, gb + gc, rtol=1e-3, atol=1e-4 * np.abs(ga).max())
+
+
 # ------------------------------------------------------------------------- Lipschitz bound
 
 
@@ -537,17 +562,20 @@ def test_potential_is_one_lipschitz(kind, d):
     x = rng.standard_normal((400, d)).astype(F32)
     y = (x + rng.standard_normal(x.shape) * rng.uniform(0.01, 3.0, (400, 1))).astype(F32)
     g = pot.gradient(x)
-    # also the steepest pairs: a step along the gradient, where the bound is nearly attained
+    # also the steepest pairs: a step of 0.1 along the gradient, where the bound nearly binds
     step = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    z = (x + 0.5 * step).astype(F32)
+    z = (x + 0.1 * step).astype(F32)
     fx = pot.value(x).astype(np.float64)
-    for other in (y, z):
+    ratios = {}
+    for name, other in (("random pairs", y), ("steps along the gradient", z)):
         dist = np.linalg.norm(other.astype(np.float64) - x, axis=1)
-        ratio = np.abs(pot.value(other) - fx) / dist
-        assert ratio.max() <= 1 + 1e-4, f"{kind} d={d}: |f(x)-f(y)|/|x-y| = {ratio.max()}"
-    assert ratio.max() > 0.5 * np.linalg.norm(g, axis=1).min(), "f grows along its gradient"
+        ratios[name] = np.abs(pot.value(other) - fx) / dist
+        worst = ratios[name].max()
+        assert worst <= 1 + 1e-4, f"{kind} d={d} {name}: |f(x)-f(y)| / ||x-y|| = {worst}"
     norms = np.linalg.norm(g.astype(np.float64), axis=1)
     assert norms.max() <= 1 + 1e-4, f"{kind} d={d}: max ||grad f|| = {norms.max()}"
+    # the gradient steps come close to the bound (f rises at ~||grad f|| until a kink)
+    assert np.median(ratios["steps along the gradient"] / norms) > 0.5
     if d >= 64:
         # square / wide first layer: every layer preserves the gradient norm exactly
         np.testing.assert_allclose(norms, 1.0, atol=1e-4)
@@ -1051,7 +1079,7 @@ def stub_module():
 
 
 def stub_parameters(fn):
-    """(name, kind, default node or None) of a stub function, without ``self``."""
+    """(name, kind, default node or None) of a stub function, without ``self`` / ``cls``."""
     a = fn.args
     positional = [*a.posonlyargs, *a.args]
     defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
@@ -1063,7 +1091,7 @@ def stub_parameters(fn):
         (arg.arg, "KEYWORD_ONLY", dflt)
         for arg, dflt in zip(a.kwonlyargs, a.kw_defaults, strict=True)
     ]
-    return [p for p in params if p[0] != "self"]
+    return [p for p in params if p[0] not in ("self", "cls")]
 
 
 def assert_same_signature(name, stub_fn, runtime):
@@ -1082,7 +1110,7 @@ def assert_same_signature(name, stub_fn, runtime):
 
 # Exported by the extension but not stubbed yet: the solver work in progress adds its stubs
 # (test_stubs_match_the_extension_module checks them as soon as they exist).
-PENDING_STUBS = {"W1Core"}
+PENDING_STUBS: set[str] = set()
 
 
 def test_every_exported_name_has_a_stub():
@@ -1116,12 +1144,25 @@ def test_stubs_match_the_extension_module():
             continue
         members = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
         public = {k for k in vars(runtime) if not k.startswith("_")}
-        assert set(members) - {"__init__"} == public, name
-        assert_same_signature(name, members["__init__"], runtime)
+        assert set(members) - {"__new__"} == public, name
+        assert_same_signature(name, members["__new__"], runtime)
         for mname, m in members.items():
-            if mname == "__init__":
+            if mname == "__new__":
                 continue
             is_property = any(ast.unparse(d) == "property" for d in m.decorator_list)
             assert is_property == (type(vars(runtime)[mname]).__name__ == "getset_descriptor")
             if not is_property:
                 assert_same_signature(f"{name}.{mname}", m, getattr(runtime, mname))
+
+
+def test_mypy_stubtest_passes():
+    """mypy's own runtime-vs-stub comparison (when mypy is installed); names still pending a
+    stub are not an error here (see test_every_exported_name_has_a_stub)."""
+    pytest.importorskip("mypy.stubtest")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "w1ot._core", "--ignore-missing-stub"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

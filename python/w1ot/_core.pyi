@@ -15,12 +15,13 @@ Conventions shared by every function and class here:
 * Sizes are capped: a network or optimiser may have at most ``2**31`` parameters, and at most
   1000 Björck iterations may be requested.
 
-Sections: errors, networks, optimiser, primitives. New classes (e.g. the solvers) go in their
+Classes are written with ``__new__`` (PyO3 constructs them there) and defaults that PyO3
+shows as ``...`` are ``...`` here too, so that ``python -m mypy.stubtest w1ot._core`` passes. Sections: errors, networks, optimiser, primitives. New classes (e.g. the solvers) go in their
 own section below, reusing the private type aliases at the top; tests/test_core_binding.py
 checks that every name, method and signature here matches the compiled module.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, final
 
 import numpy as np
@@ -51,7 +52,7 @@ class TrainingError(RuntimeError):
 class Potential:
     """The 1-Lipschitz Kantorovich potential f: R^d -> R (float32).
 
-    _Orthogonal affine layers ``in_dim -> hidden[0] -> ... -> hidden[-1] -> 1``, each followed
+    Orthogonal affine layers ``in_dim -> hidden[0] -> ... -> hidden[-1] -> 1``, each followed
     by GroupSort (descending sort within contiguous groups of ``group_size``) except the last.
     A layer with raw weight W (out x in), bias b computes ``h = x Q^T + b`` with Q orthonormal:
     columns when out >= in, rows when out < in (wide layers, e.g. d > 64 -> 64, and the
@@ -65,19 +66,20 @@ class Potential:
     deterministic given ``seed``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         in_dim: int,
-        hidden: Sequence[int] = (64, 64, 64, 64),
+        hidden: Sequence[int] = ...,  # [64, 64, 64, 64]
         *,
         group_size: int = 16,
         orthogonal: _Orthogonal = "cayley",
         bjorck_iters: int = 20,
         seed: int = 0,
-    ) -> None:
-        """``in_dim`` >= 1; every hidden width >= 1 and divisible by ``group_size``
-        (2 is MaxMin, the width a full sort); ``bjorck_iters`` in [1, 1000], used only by
-        ``orthogonal="bjorck"``; ``seed`` in [0, 2**63)."""
+    ) -> Potential:
+        """``hidden`` defaults to ``[64, 64, 64, 64]``. ``in_dim`` >= 1; every hidden width
+        >= 1 and divisible by ``group_size`` (2 is MaxMin, the width a full sort);
+        ``bjorck_iters`` in [1, 1000], used only by ``orthogonal="bjorck"``; ``seed`` in
+        [0, 2**63)."""
     @property
     def in_dim(self) -> int:
         """Input dimension d."""
@@ -121,15 +123,15 @@ class MLP:
     initialised as PyTorch does: U(+-1/sqrt(fan_in)), deterministic given ``seed``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         dims: Sequence[int],
         *,
         hidden_activation: _Activation = "leaky_relu",
         negative_slope: float = 0.01,
         output_activation: _Activation = "identity",
         seed: int = 0,
-    ) -> None:
+    ) -> MLP:
         """``dims``: at least two widths, each >= 1. ``negative_slope`` in [0, 1) is the
         LeakyReLU slope for x < 0 (for either activation); ``seed`` in [0, 2**63)."""
     @property
@@ -164,15 +166,16 @@ class Adam:
         p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         n_params: int,
         *,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float, float] = ...,  # (0.9, 0.999)
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-    ) -> None:
-        """``n_params`` in [1, 2**31]; betas in [0, 1); ``eps`` > 0; ``weight_decay`` >= 0."""
+    ) -> Adam:
+        """``betas`` defaults to ``(0.9, 0.999)``, each in [0, 1); ``n_params`` in [1, 2**31];
+        ``eps`` > 0; ``weight_decay`` >= 0."""
     @property
     def steps(self) -> int:
         """Number of steps taken (t)."""
@@ -210,3 +213,100 @@ def bjorck(m: ArrayLike, iters: int | None = None) -> _Float32Array:
     ``w <- w (1.5 I - 0.5 w^T w)`` (0 <= iters <= 1000), or, when None, steps until
     ``max |w^T w - I| <= 1e-6`` (at most 200). Every iterate has spectral norm <= 1. A wide
     ``m`` is processed through its transpose (orthonormal rows)."""
+
+# -------------------------------------------------------------------------------- solvers
+
+@final
+class W1Core:
+    """The W1 solver's state: potential f, step size eta and discriminator D (float32).
+
+    ``fit_potential`` trains f; ``fit_step`` trains eta with f frozen, so that
+    ``T(x) = x - eta(x) u(x)``, ``u = grad f / (||grad f|| + 1e-6)``. Each fit releases the
+    GIL, calls ``callback(stage, iteration, total, loss, valid)`` every few iterations
+    (returning ``False`` stops with KeyboardInterrupt, as Ctrl-C does) and leaves the state
+    unchanged on any error. :class:`w1ot.W1OT` is the user-facing model built on this.
+    """
+
+    def __new__(
+        cls,
+        dim: int,
+        *,
+        hidden: Sequence[int] = ...,
+        group_size: int = 16,
+        orthogonal: _Orthogonal = "cayley",
+        bjorck_iters: int = 20,
+        step_hidden: Sequence[int] = ...,
+        negative_slope: float = 0.01,
+        seed: int = 0,
+    ) -> W1Core: ...
+    @property
+    def dim(self) -> int:
+        """Number of features."""
+    def fit_potential(
+        self,
+        source: ArrayLike,
+        target: ArrayLike,
+        valid_source: ArrayLike | None = None,
+        valid_target: ArrayLike | None = None,
+        *,
+        iters: int = 10000,
+        batch_size: int = 256,
+        lr: float = 0.01,
+        lr_min: float = 0.0001,
+        betas: tuple[float, float] = ...,
+        eps: float = 1e-08,
+        weight_decay: float = 0.0,
+        eval_every: int = 100,
+        patience: int | None = None,
+        min_rel_improvement: float = 0.001,
+        n_threads: int = 0,
+        callback: Callable[[str, int, int, float, float | None], bool | None] | None = None,
+    ) -> dict[str, NDArray[np.float32] | NDArray[np.int64] | int]:
+        """Maximises mean f(source) - mean f(target); returns the history: ``loss`` per
+        iteration, ``w1_valid`` (held-out dual estimate) at ``eval_iters``, ``best_iter``."""
+    def fit_step(
+        self,
+        source: ArrayLike,
+        target: ArrayLike,
+        valid_source: ArrayLike | None = None,
+        valid_target: ArrayLike | None = None,
+        *,
+        iters: int = 10000,
+        batch_size: int = 256,
+        lr: float = 0.0001,
+        disc_lr: float = 0.0001,
+        betas: tuple[float, float] = ...,
+        eps: float = 1e-08,
+        weight_decay: float = 0.0,
+        positive: bool = False,
+        eval_every: int = 100,
+        patience: int | None = None,
+        min_rel_improvement: float = 0.01,
+        loss: Literal["gan", "energy", "mmd"] = "gan",
+        label_smoothing: float = 0.0,
+        instance_noise: float = 0.0,
+        mean_shift_penalty: float = 0.0,
+        mmd_gammas: Sequence[float] | None = None,
+        n_threads: int = 0,
+        callback: Callable[[str, int, int, float, float | None], bool | None] | None = None,
+        reinit: bool = True,
+    ) -> dict[str, NDArray[np.float32] | NDArray[np.int64] | int]:
+        """Trains the step size with f frozen; returns the history (``disc_loss``,
+        ``step_loss`` per iteration; held-out ``d_real_valid``, ``d_fake_valid``, eta
+        quantiles, ``energy_valid`` at ``eval_iters``; ``best_iter``)."""
+    def potential(self, x: ArrayLike) -> _Float32Array:
+        """f(x) per row."""
+    def gradient(self, x: ArrayLike) -> _Float32Array:
+        """grad f(x) per row."""
+    def direction(self, x: ArrayLike) -> _Float32Array:
+        """u(x) = grad f / (||grad f|| + 1e-6) per row."""
+    def step_size(self, x: ArrayLike) -> _Float32Array:
+        """eta(x) >= 0 per row."""
+    def discriminator(self, x: ArrayLike) -> _Float32Array:
+        """D(x) in [0, 1] per row (the step stage's discriminator; a diagnostic)."""
+    def transport(self, x: ArrayLike, positive: bool = False) -> _Float32Array:
+        """T(x) per row, clipped at 0 when ``positive``."""
+    def get_state(self) -> dict[str, _Float32Array]:
+        """Flat parameters: ``potential``, ``step``, ``discriminator``."""
+    def set_state(self, state: dict[str, ArrayLike]) -> None:
+        """Restores parameters from :meth:`get_state` (lengths must match)."""

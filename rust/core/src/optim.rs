@@ -94,7 +94,9 @@ impl<T: Real> Adam<T> {
         assert_eq!(grads.len(), self.m.len(), "Adam: gradient length");
         self.t += 1;
         let c = &self.config;
+        // 1 - beta in f64 first: in f32, 1 - 0.999 is off by 1e-5 relative.
         let (b1, b2) = (T::c(c.beta1), T::c(c.beta2));
+        let (one_b1, one_b2) = (T::c(1.0 - c.beta1), T::c(1.0 - c.beta2));
         let bc1 = 1.0 - c.beta1.powi(self.t as i32);
         let bc2 = 1.0 - c.beta2.powi(self.t as i32);
         let step = T::c(lr / bc1);
@@ -102,8 +104,8 @@ impl<T: Real> Adam<T> {
         let (eps, wd) = (T::c(c.eps), T::c(c.weight_decay));
         for i in 0..params.len() {
             let g = grads[i] + wd * params[i];
-            self.m[i] = b1 * self.m[i] + (T::one() - b1) * g;
-            self.v[i] = b2 * self.v[i] + (T::one() - b2) * g * g;
+            self.m[i] = b1 * self.m[i] + one_b1 * g;
+            self.v[i] = b2 * self.v[i] + one_b2 * g * g;
             params[i] -= step * self.m[i] / (self.v[i].sqrt() * inv_sqrt_bc2 + eps);
         }
     }

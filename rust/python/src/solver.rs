@@ -12,7 +12,7 @@ use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepVa
 
 use crate::arrays::{matrix_arg, to_numpy1, to_numpy2, vector_arg, view};
 use crate::errors::{IntoPyResult, count_arg, detached};
-use crate::nn::{ortho_kind, seed_arg, widths};
+use crate::nn::{checked_param_count, ortho_kind, seed_arg, widths};
 use crate::training;
 
 /// Seeds of the stages' random streams, derived from the model seed so that each stage
@@ -98,6 +98,16 @@ impl PyW1 {
     ) -> PyResult<Self> {
         let dim = count_arg(dim, "dim", 1)?;
         let seed = seed_arg(seed)?;
+        let hidden = widths(hidden, "hidden")?;
+        let step_hidden = widths(step_hidden, "step_hidden")?;
+        // Refuse sizes whose parameter count overflows or cannot be allocated, before any
+        // allocation is attempted.
+        for (widths, name) in [(&hidden, "dim, hidden"), (&step_hidden, "dim, step_hidden")] {
+            let mut dims = vec![dim];
+            dims.extend_from_slice(widths);
+            dims.push(1);
+            checked_param_count(&dims, 1, name)?;
+        }
         if !(0.0..1.0).contains(&negative_slope) {
             return Err(PyValueError::new_err(format!(
                 "negative_slope: must be in [0, 1), got {negative_slope}"
@@ -106,14 +116,14 @@ impl PyW1 {
         let mut rng = Rng::new(seed);
         let pot = Potential::new(
             dim,
-            &widths(hidden, "hidden")?,
+            &hidden,
             count_arg(group_size, "group_size", 1)?,
             ortho_kind(orthogonal, bjorck_iters)?,
             &mut rng,
         )
         .py()?;
         let scfg = StepConfig {
-            hidden: widths(step_hidden, "step_hidden")?,
+            hidden: step_hidden,
             negative_slope,
             ..Default::default()
         };
