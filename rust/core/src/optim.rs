@@ -102,11 +102,16 @@ impl<T: Real> Adam<T> {
         let step = T::c(lr / bc1);
         let inv_sqrt_bc2 = T::c(1.0 / bc2.sqrt());
         let (eps, wd) = (T::c(c.eps), T::c(c.weight_decay));
-        for i in 0..params.len() {
-            let g = grads[i] + wd * params[i];
-            self.m[i] = b1 * self.m[i] + one_b1 * g;
-            self.v[i] = b2 * self.v[i] + one_b2 * g * g;
-            params[i] -= step * self.m[i] / (self.v[i].sqrt() * inv_sqrt_bc2 + eps);
+        for (((p, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            let g = g + wd * *p;
+            *m = b1 * *m + one_b1 * g;
+            *v = b2 * *v + one_b2 * g * g;
+            *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
         }
     }
 }
