@@ -287,6 +287,7 @@ class W1Core:
         instance_noise: float = 0.0,
         mean_shift_penalty: float = 0.0,
         mmd_gammas: Sequence[float] | None = None,
+        lr_final_fraction: float = 1.0,
         n_threads: int = 0,
         callback: Callable[[str, int, int, float, float | None], bool | None] | None = None,
         reinit: bool = True,

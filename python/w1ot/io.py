@@ -41,7 +41,10 @@ def load_model(
     """Reads a file written by :func:`save_model`; raises :class:`ModelFileError` when it is
     not a w1ot model of ``expected_class``, is truncated, or has a newer format version."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ModelFileError(f"{os.fspath(path)!r} is not a w1ot model file (a single array)")
+        with loaded as npz:
             if _META not in npz.files:
                 raise ModelFileError(f"{os.fspath(path)!r} is not a w1ot model file (no metadata)")
             arrays = {k: npz[k] for k in npz.files}

@@ -82,6 +82,8 @@ class W1OT:
     instance_noise : GAN only: std of Gaussian noise added to the discriminator's inputs.
     mean_shift_penalty : energy/MMD only: weight of a penalty pulling eta towards the
         constant step that moves the source mean onto the target mean.
+    step_lr_decay : the step-size stage's learning rates are cosine-annealed to this fraction
+        of their start (1: constant, as in the paper).
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core). The same seed and ``n_threads`` give the
         same model bit for bit.
@@ -112,6 +114,7 @@ class W1OT:
         label_smoothing: float = 0.0,
         instance_noise: float = 0.0,
         mean_shift_penalty: float = 0.0,
+        step_lr_decay: float = 1.0,
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -174,7 +177,10 @@ class W1OT:
         ]:
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not (0.0 < step_lr_decay <= 1.0):
+            raise ValueError(f"step_lr_decay must be in (0, 1], got {step_lr_decay!r}")
         self.step_loss = step_loss
+        self.step_lr_decay = float(step_lr_decay)
         self.label_smoothing = float(label_smoothing)
         self.instance_noise = float(instance_noise)
         self.mean_shift_penalty = float(mean_shift_penalty)
@@ -209,6 +215,7 @@ class W1OT:
         "label_smoothing",
         "instance_noise",
         "mean_shift_penalty",
+        "step_lr_decay",
         "seed",
         "n_threads",
         "progress",
@@ -318,6 +325,7 @@ class W1OT:
                 label_smoothing=self.label_smoothing,
                 instance_noise=self.instance_noise,
                 mean_shift_penalty=self.mean_shift_penalty,
+                lr_final_fraction=self.step_lr_decay,
                 n_threads=self.n_threads,
                 callback=report,
             )
@@ -365,30 +373,35 @@ class W1OT:
         self._check_fitted()
         return as_cells(x, name, dtype=np.float32, n_features=int(self._core.dim))
 
+    def _fitted_core(self) -> Any:
+        self._check_fitted()
+        return self._core
+
     def transport(self, x) -> np.ndarray:
         """T(x) = x - eta(x) u(x) for each row of ``x`` (clipped at 0 if ``positive``)."""
-        return self._core.transport(self._cells(x), positive=self.positive)
+        return self._fitted_core().transport(self._cells(x), positive=self.positive)
 
     def potential(self, x) -> np.ndarray:
         """The Kantorovich potential f(x), one value per row."""
-        return self._core.potential(self._cells(x))
+        return self._fitted_core().potential(self._cells(x))
 
     def gradient(self, x) -> np.ndarray:
         """grad f(x) per row (norm <= 1)."""
-        return self._core.gradient(self._cells(x))
+        return self._fitted_core().gradient(self._cells(x))
 
     def direction(self, x) -> np.ndarray:
         """The unit transport direction u(x) = grad f / (||grad f|| + 1e-6) per row."""
-        return self._core.direction(self._cells(x))
+        return self._fitted_core().direction(self._cells(x))
 
     def step_size(self, x) -> np.ndarray:
         """The learned step size eta(x) >= 0 per row."""
-        return self._core.step_size(self._cells(x))
+        return self._fitted_core().step_size(self._cells(x))
 
     def w1_distance(self, source, target) -> float:
         """The dual W1 estimate mean f(source) - mean f(target)."""
-        fs = self._core.potential(self._cells(source, "source"))
-        ft = self._core.potential(self._cells(target, "target"))
+        core = self._fitted_core()
+        fs = core.potential(self._cells(source, "source"))
+        ft = core.potential(self._cells(target, "target"))
         return float(np.mean(fs, dtype=np.float64) - np.mean(ft, dtype=np.float64))
 
     # -- persistence ---------------------------------------------------------------------

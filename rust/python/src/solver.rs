@@ -199,7 +199,7 @@ impl PyW1 {
     }
 
     /// Trains the step size against a discriminator, f frozen; returns its history.
-    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, patience = None, min_rel_improvement = 1e-2, loss = "gan", label_smoothing = 0.0, instance_noise = 0.0, mean_shift_penalty = 0.0, mmd_gammas = None, n_threads = 0, callback = None, reinit = true))]
+    #[pyo3(signature = (source, target, valid_source = None, valid_target = None, *, iters = 10_000, batch_size = 256, lr = 1e-4, disc_lr = 1e-4, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0, positive = false, eval_every = 100, patience = None, min_rel_improvement = 1e-2, loss = "gan", label_smoothing = 0.0, instance_noise = 0.0, mean_shift_penalty = 0.0, mmd_gammas = None, lr_final_fraction = 1.0, n_threads = 0, callback = None, reinit = true))]
     #[allow(clippy::too_many_arguments)]
     fn fit_step<'py>(
         &mut self,
@@ -224,6 +224,7 @@ impl PyW1 {
         instance_noise: f64,
         mean_shift_penalty: f64,
         mmd_gammas: Option<Vec<f64>>,
+        lr_final_fraction: f64,
         n_threads: i64,
         callback: Option<Py<PyAny>>,
         reinit: bool,
@@ -245,6 +246,7 @@ impl PyW1 {
             batch_size: count_arg(batch_size, "batch_size", 1)?,
             lr_eta: positive_f64(lr, "step_lr")?,
             lr_disc: positive_f64(disc_lr, "disc_lr")?,
+            lr_final_fraction,
             adam: adam_config(betas, eps, weight_decay),
             positive,
             eval_every: count_arg(eval_every, "eval_every", 1)?,

@@ -75,6 +75,9 @@ pub struct StepConfig {
     pub batch_size: usize,
     pub lr_eta: f64,
     pub lr_disc: f64,
+    /// Cosine-anneal both learning rates down to this fraction of their start (1: constant,
+    /// as in the reference).
+    pub lr_final_fraction: f64,
     pub adam: AdamConfig,
     /// Clip transported values at 0 (non-negative expression data).
     pub positive: bool,
@@ -117,6 +120,7 @@ impl Default for StepConfig {
             batch_size: 256,
             lr_eta: 1e-4,
             lr_disc: 1e-4,
+            lr_final_fraction: 1.0,
             adam: AdamConfig::default(),
             positive: false,
             eval_every: 100,
@@ -544,6 +548,14 @@ pub fn train_step(
             "must be a non-empty list of positive numbers",
         ));
     }
+    if !(cfg.lr_final_fraction > 0.0 && cfg.lr_final_fraction <= 1.0) {
+        return Err(Error::invalid(
+            "step_lr_final_fraction",
+            format!("must be in (0, 1], got {}", cfg.lr_final_fraction),
+        ));
+    }
+    // A multiplier on both learning rates: 1 -> lr_final_fraction over the stage.
+    let decay = CosineSchedule::new(1.0, cfg.lr_final_fraction, cfg.iters)?;
     let eta0 = mean_shift_step(source, dirs, target);
     let ranges = row_ranges(n, current_threads());
     let mut best: Option<(f32, Vec<f32>, usize)> = None;
@@ -614,7 +626,7 @@ pub fn train_step(
                 if !ld.is_finite() {
                     return Err(diverged(k, &format!("discriminator loss is {ld}")));
                 }
-                opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc);
+                opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc * decay.at(k));
 
                 // eta step against the updated D: L_eta = -mean log(D(z) + eps), back through D to z
                 // and, with z = x - eta u (clipped), dL/deta_i = -sum_j dz_ij u_ij where unclipped.
@@ -660,7 +672,7 @@ pub fn train_step(
                 if !le.is_finite() {
                     return Err(diverged(k, &format!("step-size loss is {le}")));
                 }
-                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta);
+                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta * decay.at(k));
                 (ld, le)
             }
             StepLoss::Energy | StepLoss::Mmd => {
@@ -668,7 +680,7 @@ pub fn train_step(
                 if !loss.is_finite() {
                     return Err(diverged(k, &format!("step-size loss is {loss}")));
                 }
-                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta);
+                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta * decay.at(k));
                 (f32::NAN, loss)
             }
         };
