@@ -16,6 +16,7 @@ caller pays them.
 
 import numpy as np
 import pytest
+
 from w1ot import _core as C
 
 BATCH = 512

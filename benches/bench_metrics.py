@@ -11,6 +11,7 @@ the ratio of their timings (same benchmark group) is meaningful.
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
+
 from w1ot import metrics as M
 
 N, D = 2000, 50

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import anndata
     import pandas as pd
+
     from w1ot.benchmark import format_summary, run_benchmark
 
     preset = PRESETS[args.dataset]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from w1ot import W1OT, _core, metrics
 
 ITERS = 200

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
 from w1ot import W1OT
 from w1ot.baselines import BASELINES, Identity, MeanShift, Observed
 

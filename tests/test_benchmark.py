@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
+
 from w1ot import metrics
 from w1ot.benchmark import (
     add_benchmark_parser,

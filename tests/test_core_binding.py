@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import w1ot
 from w1ot import _core as C
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
+
 from w1ot import datasets
 from w1ot.datasets import (
     TOY_DATASETS,

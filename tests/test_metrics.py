@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
+
 from w1ot import metrics as M
 
 GAMMAS = np.logspace(1, -3, 50)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
+
 from w1ot import plotting  # noqa: E402
 from w1ot.datasets import circles, moons  # noqa: E402
 from w1ot.plotting import plot_history, plot_potential, plot_transport  # noqa: E402

@@ -12,9 +12,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
+
 import w1ot
 import w1ot.io
-from scipy.stats import spearmanr
 from w1ot import W1OT, ModelFileError, Progress, datasets, metrics
 
 THREADS = 2

@@ -1,17 +1,57 @@
 """w1ot: fast Wasserstein-1 neural optimal transport for single-cell perturbation prediction.
 
 The numerical core is Rust (``w1ot._core``); this package is the NumPy-facing layer:
-``W1OT`` (models), ``datasets`` (toy data), ``metrics`` (numba), ``plotting`` (matplotlib).
+``W1OT`` (models), ``baselines``, ``benchmark`` (the paper's evaluation protocol),
+``datasets`` (toy data), ``metrics`` (numba), ``plotting`` (matplotlib).
+
+Names are loaded on first use, so ``import w1ot.datasets`` (say) does not load the
+extension, numba or matplotlib.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from w1ot.io import ModelFileError
-from w1ot.models import W1OT, Progress, TrainingError
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("w1ot")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
+_LAZY = {
+    "W1OT": "w1ot.models",
+    "Progress": "w1ot.models",
+    "TrainingError": "w1ot.models",
+    "ModelFileError": "w1ot.io",
+}
+_SUBMODULES = {
+    "baselines",
+    "benchmark",
+    "datasets",
+    "io",
+    "metrics",
+    "models",
+    "plotting",
+    "preprocessing",
+}
+
 __all__ = ["W1OT", "ModelFileError", "Progress", "TrainingError", "__version__"]
+
+if TYPE_CHECKING:
+    from w1ot.io import ModelFileError
+    from w1ot.models import W1OT, Progress, TrainingError
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"w1ot.{name}")
+    raise AttributeError(f"module 'w1ot' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | _SUBMODULES)
