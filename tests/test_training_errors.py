@@ -32,3 +32,25 @@ def test_step_size_divergence_names_stage(cells):
 
 def test_training_error_is_a_runtime_error():
     assert issubclass(w1ot.TrainingError, RuntimeError)
+
+
+def test_collapse_diagnostics_warn(monkeypatch, cells):
+    model = w1ot.W1OT(potential_iters=30, step_iters=30, batch_size=64)
+    model.fit(*cells)
+    h = model.history
+    assert len(h["d_real_valid"]) == len(h["eta_q95"]) == len(h["step_eval_iters"]) >= 1
+    # A saturated discriminator and step sizes thrown 10x the mean shift are both reported.
+    h["d_real_valid"][-1], h["d_fake_valid"][-1] = 0.999, 1e-4
+    h["eta_q50"][-1], h["eta_q95"][-1], h["eta_mean"][-1] = 0.1, 10.0 * np.sqrt(3), 2.0
+    with pytest.warns(RuntimeWarning) as record:
+        model._warn_on_collapse(shift=float(np.sqrt(3)))
+    messages = " ".join(str(r.message) for r in record)
+    assert "discriminator saturated" in messages and "spread far" in messages
+    # Healthy statistics stay quiet.
+    h["d_real_valid"][-1], h["d_fake_valid"][-1] = 0.6, 0.4
+    h["eta_q50"][-1], h["eta_q95"][-1], h["eta_mean"][-1] = 1.7, 2.0, 1.7
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model._warn_on_collapse(shift=float(np.sqrt(3)))

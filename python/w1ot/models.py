@@ -350,15 +350,45 @@ class W1OT:
         ):
             history[k] = sh[k]
         self._core, self.history, self.fit_time_ = core, history, times
-        self._warn_on_collapse()
+        shift = float(
+            np.linalg.norm(
+                tgt_train.mean(0, dtype=np.float64) - src_train.mean(0, dtype=np.float64)
+            )
+        )
+        self._warn_on_collapse(shift)
         return self
 
-    def _warn_on_collapse(self) -> None:
-        real, fake = self.history.get("d_real_valid"), self.history.get("d_fake_valid")
-        if real is not None and len(real) and real[-1] > 0.99 and fake[-1] < 0.01:
+    # Step sizes beyond this multiple of the mean-shift distance are not a plausible response.
+    SPREAD_LIMIT = 5.0
+
+    def _warn_on_collapse(self, shift: float) -> None:
+        """Warns when the held-out diagnostics of the step stage show the failure modes the
+        paper's GAN falls into: a saturated discriminator, or step sizes spread far beyond the
+        distance between the two means (most cells barely moving, a few thrown far)."""
+        h = self.history
+        real, fake = h.get("d_real_valid"), h.get("d_fake_valid")
+        if (
+            self.step_loss == "gan"
+            and real is not None
+            and len(real)
+            and real[-1] > 0.99
+            and fake[-1] < 0.01
+        ):
             warnings.warn(
                 f"the step-size discriminator saturated (held-out D(target)={real[-1]:.3f}, "
-                f"D(transported)={fake[-1]:.2g}): the adversarial step size has likely collapsed",
+                f"D(transported)={fake[-1]:.2g}): the adversarial step size has likely collapsed; "
+                "consider step_loss='energy'",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        q50, q95, mean = h.get("eta_q50"), h.get("eta_q95"), h.get("eta_mean")
+        if q95 is None or not len(q95) or shift <= 0:
+            return
+        if q95[-1] > self.SPREAD_LIMIT * shift or (q50[-1] < 0.25 * shift and mean[-1] > shift):
+            warnings.warn(
+                f"held-out step sizes spread far from the mean-shift distance {shift:.3g} "
+                f"(median {q50[-1]:.3g}, 95th percentile {q95[-1]:.3g}, mean {mean[-1]:.3g}): "
+                "the step size has likely collapsed",
                 RuntimeWarning,
                 stacklevel=3,
             )
