@@ -35,7 +35,7 @@ def test_training_error_is_a_runtime_error():
 
 
 def test_collapse_diagnostics_warn(monkeypatch, cells):
-    model = w1ot.W1OT(potential_iters=30, step_iters=30, batch_size=64)
+    model = w1ot.W1OT(potential_iters=30, step_iters=30, batch_size=64, step_loss="gan")
     model.fit(*cells)
     h = model.history
     assert len(h["d_real_valid"]) == len(h["eta_q95"]) == len(h["step_eval_iters"]) >= 1

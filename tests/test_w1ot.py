@@ -65,7 +65,13 @@ def test_shifted_gaussians_dual_estimate_within_5_percent(d):
 # At its default learning rate (1e-4) the GAN moves slowly on the moons; 1e-3 does better
 # there, worse on the swiss roll.
 TOY_SETTINGS = {
-    "moons": {"potential_iters": 2000, "step_iters": 2000, "step_lr": 1e-3, "disc_lr": 1e-3},
+    "moons": {
+        "potential_iters": 2000,
+        "step_iters": 2000,
+        "step_loss": "gan",
+        "step_lr": 1e-3,
+        "disc_lr": 1e-3,
+    },
     "swiss_roll": {
         "potential_iters": 2000,
         "step_iters": 3000,
@@ -144,7 +150,8 @@ def test_toy_transport_mmd_at_most_twice_sampling_noise(name):
 
 def test_bookshelf_transport_keeps_the_order():
     source, target = datasets.bookshelf(2000, seed=3)
-    model = _model(potential_iters=500, step_iters=2000, seed=3).fit(source, target)
+    model = _model(potential_iters=500, step_iters=2000, step_loss="gan", seed=3)
+    model.fit(source, target)
     x, _ = datasets.bookshelf(1000, seed=99)
     moved = model.transport(x)[:, 0]
     assert spearmanr(x[:, 0], moved)[0] >= 0.99
@@ -153,7 +160,7 @@ def test_bookshelf_transport_keeps_the_order():
 
 def test_circles_map_inner_to_inner_and_outer_to_outer():
     source, target = datasets.circles(2000, seed=0)
-    model = _model(potential_iters=400, step_iters=400, step_lr=1e-3, disc_lr=1e-3)
+    model = _model(potential_iters=400, step_iters=400, step_loss="gan", step_lr=1e-3, disc_lr=1e-3)
     model.fit(source, target)
     x, _, ring = datasets.circles(1000, seed=99, return_labels=True)
     radius = np.linalg.norm(model.transport(x), axis=1)
@@ -436,7 +443,9 @@ HISTORY_KEYS = (
 
 
 def test_history_shapes(gauss):
-    model = _model(potential_iters=130, step_iters=70, batch_size=64, eval_every=50)
+    model = _model(
+        potential_iters=130, step_iters=70, batch_size=64, eval_every=50, step_loss="gan"
+    )
     h = model.fit(*gauss).history
     assert set(HISTORY_KEYS) <= h.keys()
     assert h["potential_loss"].shape == (130,)
@@ -454,6 +463,15 @@ def test_history_shapes(gauss):
     assert np.all((h["d_fake_valid"] >= 0) & (h["d_fake_valid"] <= 1))
     assert np.all((h["eta_q05"] >= 0) & (h["eta_q05"] <= h["eta_q50"]))
     assert np.all(h["eta_q50"] <= h["eta_q95"])
+
+
+def test_history_without_a_discriminator(gauss):
+    model = _model(potential_iters=30, step_iters=70, batch_size=64, eval_every=50)
+    assert model.step_loss == "energy"
+    h = model.fit(*gauss).history
+    assert h["step_loss"].shape == (70,) and np.all(np.isfinite(h["step_loss"]))
+    assert h["disc_loss"].shape == h["d_real_valid"].shape == h["d_fake_valid"].shape == (0,)
+    assert h["energy_valid"].shape == h["eta_q50"].shape == (2,)
 
 
 def test_history_without_held_out_cells(gauss):

@@ -692,7 +692,11 @@ pub fn train_step(
         {
             return Err(diverged(k, "a parameter became non-finite"));
         }
-        hist.disc_loss.push(ld);
+        // Only the adversarial game has a discriminator to report on.
+        let gan = cfg.loss == StepLoss::Gan;
+        if gan {
+            hist.disc_loss.push(ld);
+        }
         hist.eta_loss.push(le);
 
         let last = k + 1 == cfg.iters;
@@ -707,13 +711,15 @@ pub fn train_step(
                 v.directions,
                 cfg.positive,
             );
-            let d_fake = mean(disc.predict(zs.view())?.as_slice()) as f32;
-            let d_real = mean(disc.predict(v.target)?.as_slice()) as f32;
             let mut es = e.into_vec();
             es.sort_by(|a, b| a.total_cmp(b));
             hist.eval_iters.push(k + 1);
-            hist.d_real_valid.push(d_real);
-            hist.d_fake_valid.push(d_fake);
+            if gan {
+                let d_fake = mean(disc.predict(zs.view())?.as_slice()) as f32;
+                let d_real = mean(disc.predict(v.target)?.as_slice()) as f32;
+                hist.d_real_valid.push(d_real);
+                hist.d_fake_valid.push(d_fake);
+            }
             hist.eta_q05.push(quantile(&es, 0.05));
             hist.eta_q50.push(quantile(&es, 0.5));
             hist.eta_q95.push(quantile(&es, 0.95));
@@ -727,7 +733,11 @@ pub fn train_step(
                 &v.target.rows_range(0, nt).cast::<f64>(),
             ) as f32;
             hist.energy_valid.push(energy);
-            valid_now = Some((d_real - d_fake) as f64);
+            // The statistic shown with progress: D's gap for the game, else the energy.
+            valid_now = Some(match (hist.d_real_valid.last(), hist.d_fake_valid.last()) {
+                (Some(r), Some(f)) if gan => (r - f) as f64,
+                _ => energy as f64,
+            });
             if let Some(patience) = cfg.patience {
                 let improved = match &best {
                     None => true,
