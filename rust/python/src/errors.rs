@@ -40,14 +40,7 @@ pub fn detached<T: Send, F: FnOnce() -> Result<T, Error> + Send>(
     f: F,
 ) -> PyResult<T> {
     py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
-        .map_err(|p| {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            PyRuntimeError::new_err(format!("w1ot internal error (please report): {what}"))
-        })?
+        .map_err(internal_error)?
         .py()
 }
 
@@ -59,4 +52,14 @@ pub fn count_arg(v: i64, name: &str, min: i64) -> PyResult<usize> {
         )));
     }
     Ok(v as usize)
+}
+
+/// A caught Rust panic as a RuntimeError: inputs are validated first, so it is a bug.
+pub fn internal_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    PyRuntimeError::new_err(format!("w1ot internal error (please report): {what}"))
 }

@@ -7,14 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 use w1ot_core::parallel::with_threads;
 use w1ot_core::solvers::Progress;
 use w1ot_core::{Error, Result};
 
-use crate::errors::to_py;
+use crate::errors::{internal_error, to_py};
 
 /// How often the waiting Python thread looks for signals.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -79,14 +78,7 @@ pub fn run<R: Send>(
         }
     });
 
-    let result = outcome.map_err(|p| {
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        PyRuntimeError::new_err(format!("w1ot internal error (please report): {what}"))
-    })?;
+    let result = outcome.map_err(internal_error)?;
     if let Some(e) = callback_error.into_inner().expect("callback error lock") {
         return Err(e);
     }
