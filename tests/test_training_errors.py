@@ -43,7 +43,7 @@ def test_collapse_diagnostics_warn(monkeypatch, cells):
     h["d_real_valid"][-1], h["d_fake_valid"][-1] = 0.999, 1e-4
     h["eta_q50"][-1], h["eta_q95"][-1], h["eta_mean"][-1] = 0.1, 10.0 * np.sqrt(3), 2.0
     with pytest.warns(RuntimeWarning) as record:
-        model._warn_on_collapse(shift=float(np.sqrt(3)))
+        model._warn_on_collapse(scale=float(np.sqrt(3)))
     messages = " ".join(str(r.message) for r in record)
     assert "discriminator saturated" in messages and "spread far" in messages
     # Healthy statistics stay quiet.
@@ -53,4 +53,4 @@ def test_collapse_diagnostics_warn(monkeypatch, cells):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model._warn_on_collapse(shift=float(np.sqrt(3)))
+        model._warn_on_collapse(scale=float(np.sqrt(3)))

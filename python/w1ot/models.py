@@ -353,21 +353,25 @@ class W1OT:
         ):
             history[k] = sh[k]
         self._core, self.history, self.fit_time_ = core, history, times
+        # The scale of a plausible step: under W1-optimal transport the mean displacement is W1
+        # itself (held-out estimate); the distance between the means bounds it from below.
         shift = float(
             np.linalg.norm(
                 tgt_train.mean(0, dtype=np.float64) - src_train.mean(0, dtype=np.float64)
             )
         )
-        self._warn_on_collapse(shift)
+        w1 = history["w1_valid"]
+        self._warn_on_collapse(max(shift, float(w1[-1]) if len(w1) else 0.0))
         return self
 
-    # Step sizes beyond this multiple of the mean-shift distance are not a plausible response.
+    # Step sizes beyond this multiple of the transport scale are not a plausible response.
     SPREAD_LIMIT = 5.0
 
-    def _warn_on_collapse(self, shift: float) -> None:
+    def _warn_on_collapse(self, scale: float) -> None:
         """Warns when the held-out diagnostics of the step stage show the failure modes the
-        paper's GAN falls into: a saturated discriminator, or step sizes spread far beyond the
-        distance between the two means (most cells barely moving, a few thrown far)."""
+        paper's GAN falls into: a saturated discriminator, or step sizes spread far beyond
+        ``scale`` (the larger of the held-out W1 estimate and the distance between the two
+        means): most cells barely moving while a few are thrown far."""
         h = self.history
         real, fake = h.get("d_real_valid"), h.get("d_fake_valid")
         if (
@@ -385,11 +389,11 @@ class W1OT:
                 stacklevel=3,
             )
         q50, q95, mean = h.get("eta_q50"), h.get("eta_q95"), h.get("eta_mean")
-        if q95 is None or not len(q95) or shift <= 0:
+        if q95 is None or not len(q95) or scale <= 0:
             return
-        if q95[-1] > self.SPREAD_LIMIT * shift or (q50[-1] < 0.25 * shift and mean[-1] > shift):
+        if q95[-1] > self.SPREAD_LIMIT * scale or (q50[-1] < 0.25 * scale and mean[-1] > scale):
             warnings.warn(
-                f"held-out step sizes spread far from the mean-shift distance {shift:.3g} "
+                f"held-out step sizes spread far from the transport scale {scale:.3g} "
                 f"(median {q50[-1]:.3g}, 95th percentile {q95[-1]:.3g}, mean {mean[-1]:.3g}): "
                 "the step size has likely collapsed",
                 RuntimeWarning,
