@@ -789,22 +789,6 @@ pub fn transport(
     Ok(apply_step(&x.to_matrix(), e.as_slice(), &u, positive))
 }
 
-/// Splits 0..n into (train, held-out) with `frac` of the indices held out (none when the
-/// set is too small to spare them).
-pub fn holdout_split(n: usize, frac: f64, rng: &mut Rng) -> (Vec<usize>, Vec<usize>) {
-    let n_valid = ((n as f64) * frac).floor() as usize;
-    let perm = rng.permutation(n);
-    if n_valid == 0 || n_valid >= n {
-        return (perm, Vec::new());
-    }
-    let (v, t) = perm.split_at(n_valid);
-    let (mut t, mut v) = (t.to_vec(), v.to_vec());
-    // Sorted indices keep memory access in data order.
-    t.sort_unstable();
-    v.sort_unstable();
-    (t, v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
