@@ -40,10 +40,7 @@ impl<T: Real> Mlp<T> {
             ));
         }
         let layers: Vec<Dense> = dims.windows(2).map(|w| Dense::new(w[0], w[1])).collect();
-        let mut offsets = vec![0];
-        for l in &layers {
-            offsets.push(offsets.last().unwrap() + l.n_params());
-        }
+        let offsets = super::param_offsets(layers.iter().map(|l| l.n_params()));
         let mut params = vec![T::zero(); *offsets.last().unwrap()];
         for (l, w) in layers.iter().zip(offsets.windows(2)) {
             l.init(&mut params[w[0]..w[1]], rng);
@@ -82,18 +79,7 @@ impl<T: Real> Mlp<T> {
     }
 
     pub fn set_params(&mut self, p: &[T]) -> Result<()> {
-        if p.len() != self.params.len() {
-            return Err(Error::shape(
-                "params",
-                format!("({},)", self.params.len()),
-                format!("({},)", p.len()),
-            ));
-        }
-        if !p.iter().all(|v| v.is_finite()) {
-            return Err(Error::invalid("params", "contains NaN or infinite values"));
-        }
-        self.params.copy_from_slice(p);
-        Ok(())
+        super::assign_params(&mut self.params, p)
     }
 
     fn layer_params(&self, i: usize) -> &[T] {
@@ -101,14 +87,7 @@ impl<T: Real> Mlp<T> {
     }
 
     fn check_input(&self, x: MatView<'_, T>) -> Result<()> {
-        if x.cols() != self.in_dim() {
-            return Err(Error::shape(
-                "x",
-                format!("(n, {})", self.in_dim()),
-                format!("({}, {})", x.rows(), x.cols()),
-            ));
-        }
-        Ok(())
+        super::check_input(x, self.in_dim())
     }
 
     pub fn forward(&self, x: &Matrix<T>) -> (Matrix<T>, MlpTape<T>) {

@@ -94,10 +94,7 @@ impl<T: Real> Potential<T> {
             .windows(2)
             .map(|w| OrthoLinear::new(w[0], w[1], kind))
             .collect();
-        let mut offsets = vec![0];
-        for l in &layers {
-            offsets.push(offsets.last().unwrap() + l.n_params());
-        }
+        let offsets = super::param_offsets(layers.iter().map(|l| l.n_params()));
         let mut params = vec![T::zero(); *offsets.last().unwrap()];
         for (l, w) in layers.iter().zip(offsets.windows(2)) {
             l.init(&mut params[w[0]..w[1]], rng);
@@ -136,18 +133,7 @@ impl<T: Real> Potential<T> {
     }
 
     pub fn set_params(&mut self, p: &[T]) -> Result<()> {
-        if p.len() != self.params.len() {
-            return Err(Error::shape(
-                "params",
-                format!("({},)", self.params.len()),
-                format!("({},)", p.len()),
-            ));
-        }
-        if !p.iter().all(|v| v.is_finite()) {
-            return Err(Error::invalid("params", "contains NaN or infinite values"));
-        }
-        self.params.copy_from_slice(p);
-        Ok(())
+        super::assign_params(&mut self.params, p)
     }
 
     fn layer_params<'a>(&self, params: &'a [T], i: usize) -> &'a [T] {
@@ -165,14 +151,7 @@ impl<T: Real> Potential<T> {
     }
 
     fn check_input(&self, x: MatView<'_, T>) -> Result<()> {
-        if x.cols() != self.in_dim() {
-            return Err(Error::shape(
-                "x",
-                format!("(n, {})", self.in_dim()),
-                format!("({}, {})", x.rows(), x.cols()),
-            ));
-        }
-        Ok(())
+        super::check_input(x, self.in_dim())
     }
 
     /// f(x) for each row of `x`, with the tape for a backward pass.

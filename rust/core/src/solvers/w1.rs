@@ -794,6 +794,15 @@ mod tests {
     use super::*;
     use crate::solvers::silent;
 
+    /// Mean of T(x) - x over the rows.
+    fn mean_displacement(t: &Matrix<f32>, x: &Matrix<f32>) -> Vec<f32> {
+        let (mt, mx) = (
+            col_means(t.as_slice(), t.cols()),
+            col_means(x.as_slice(), x.cols()),
+        );
+        mt.iter().zip(&mx).map(|(a, b)| (a - b) as f32).collect()
+    }
+
     fn gaussians(n: usize, d: usize, shift: f32, seed: u64) -> (Matrix<f32>, Matrix<f32>) {
         let mut rng = Rng::new(seed);
         let x = Matrix::from_fn(n, d, |_, _| rng.normal());
@@ -873,14 +882,7 @@ mod tests {
         )
         .unwrap();
         let t = transport(&pot, &eta, x.view(), false).unwrap();
-        let mean_shift: Vec<f32> = (0..2)
-            .map(|j| {
-                (0..t.rows())
-                    .map(|i| t.get(i, j) - x.get(i, j))
-                    .sum::<f32>()
-                    / t.rows() as f32
-            })
-            .collect();
+        let mean_shift = mean_displacement(&t, &x);
         // The exact mean displacement is (4/sqrt 2)(1, 1): check its direction closely and its
         // length loosely - the adversarial game is noisy (the reason for the other losses).
         let norm = dot(&mean_shift, &mean_shift).sqrt();
@@ -1047,14 +1049,7 @@ mod tests {
                 "no discriminator in {loss:?}"
             );
             let t = transport(&pot, &eta, x.view(), false).unwrap();
-            let shift: Vec<f32> = (0..2)
-                .map(|j| {
-                    (0..t.rows())
-                        .map(|i| t.get(i, j) - x.get(i, j))
-                        .sum::<f32>()
-                        / t.rows() as f32
-                })
-                .collect();
+            let shift = mean_displacement(&t, &x);
             let norm = dot(&shift, &shift).sqrt();
             assert!(
                 (norm - 4.0).abs() < 0.3,
