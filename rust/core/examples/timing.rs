@@ -1,4 +1,5 @@
-//! Quick per-iteration timing of both W1 stages: `cargo run --release --example timing -- D`.
+//! Quick per-iteration timing of both W1 stages:
+//! `cargo run --release --example timing -- D ITERS [energy|gan|mmd]`.
 
 use std::time::Instant;
 
@@ -18,6 +19,11 @@ fn main() {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
+    let loss = match std::env::args().nth(3).as_deref() {
+        Some("gan") => w1::StepLoss::Gan,
+        Some("mmd") => w1::StepLoss::Mmd,
+        _ => w1::StepLoss::Energy,
+    };
     let mut rng = Rng::new(0);
     let z = Matrix::<f32>::from_fn(512, 64, |_, _| rng.normal());
     for gs in [16usize] {
@@ -28,6 +34,19 @@ fn main() {
         println!(
             "groupsort 512x64 gs={gs}: {:.1} us",
             t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    {
+        let a = Matrix::<f32>::from_fn(256, d, |_, _| rng.normal());
+        let b = Matrix::<f32>::from_fn(256, d, |_, _| rng.normal());
+        let ranges = w1ot_core::parallel::row_ranges(256, rayon::current_num_threads());
+        let t = Instant::now();
+        for _ in 0..100 {
+            std::hint::black_box(w1ot_core::losses::energy_distance_grad(&a, &b, &ranges));
+        }
+        println!(
+            "energy distance + gradient 256x256, d={d}: {:.3} ms",
+            t.elapsed().as_secs_f64() * 10.0
         );
     }
     let x = Matrix::<f32>::from_fn(5000, d, |_, _| rng.normal());
@@ -53,6 +72,7 @@ fn main() {
     let tp = t.elapsed().as_secs_f64() / iters as f64;
     let scfg = w1::StepConfig {
         iters,
+        loss,
         ..Default::default()
     };
     let (mut eta, mut disc) = w1::step_networks(d, &scfg, &mut rng).unwrap();
@@ -74,7 +94,7 @@ fn main() {
     .unwrap();
     let ts = t.elapsed().as_secs_f64() / iters as f64;
     println!(
-        "d={d} threads={} potential {:.3} ms/iter, directions(5000) {:.1} ms, step {:.3} ms/iter",
+        "d={d} threads={} potential {:.3} ms/iter, directions(5000) {:.1} ms, {loss:?} step {:.3} ms/iter",
         rayon::current_num_threads(),
         tp * 1e3,
         tdir * 1e3,

@@ -164,15 +164,18 @@ impl<T: Real> Matrix<T> {
         self.view().select_rows(idx)
     }
 
-    /// Stacks `a` on top of `b` (same column count).
-    pub fn vstack(a: &Self, b: &Self) -> Self {
-        assert_eq!(a.cols, b.cols, "vstack: column counts differ");
-        let mut data = Vec::with_capacity(a.data.len() + b.data.len());
-        data.extend_from_slice(&a.data);
-        data.extend_from_slice(&b.data);
+    /// Stacks the parts top to bottom (same column count; at least one part).
+    pub fn vstack(parts: &[&Self]) -> Self {
+        let cols = parts[0].cols;
+        assert!(
+            parts.iter().all(|p| p.cols == cols),
+            "vstack: column counts differ"
+        );
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        parts.iter().for_each(|p| data.extend_from_slice(&p.data));
         Self {
-            rows: a.rows + b.rows,
-            cols: a.cols,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols,
             data,
         }
     }
@@ -275,9 +278,25 @@ impl<'a, T: Real> MatView<'a, T> {
     }
 }
 
+/// Dot product with eight independent partial sums, so that the compiler can vectorise it
+/// (a single running sum is a serial dependency chain).
 #[inline]
 pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::zero(), |s, (x, y)| s + *x * *y)
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: T = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .fold(T::zero(), |s, (x, y)| s + *x * *y);
+    for (ca, cb) in ac.zip(bc) {
+        for k in 0..8 {
+            acc[k] += ca[k] * cb[k];
+        }
+    }
+    acc.iter().fold(tail, |s, v| s + *v)
 }
 
 #[inline]

@@ -2,38 +2,34 @@
 //! the first cloud: the energy distance, and the paper's multi-scale RBF MMD. They score
 //! transported batches against target batches without a discriminator.
 
-use crate::linalg::{Matrix, Op, Real, gemm};
+use std::ops::Range;
+
+use crate::linalg::{Matrix, Op, Real, dot, gemm};
+use crate::parallel::{current_threads, map_ranges, row_ranges};
+
+/// Squared norms of the rows.
+fn row_sq_norms<T: Real>(a: &Matrix<T>) -> Vec<T> {
+    (0..a.rows()).map(|i| dot(a.row(i), a.row(i))).collect()
+}
 
 /// Squared Euclidean distances between the rows of `a` and of `b`, by one GEMM:
 /// ||a||^2 + ||b||^2 - 2 a.b, clamped at 0 against rounding.
 pub fn pairwise_sq_dists<T: Real>(a: &Matrix<T>, b: &Matrix<T>) -> Matrix<T> {
-    let na: Vec<T> = (0..a.rows())
-        .map(|i| a.row(i).iter().map(|v| *v * *v).sum())
-        .collect();
-    let nb: Vec<T> = (0..b.rows())
-        .map(|j| b.row(j).iter().map(|v| *v * *v).sum())
-        .collect();
+    sq_dists_with_norms(a, &row_sq_norms(a), b, &row_sq_norms(b))
+}
+
+fn sq_dists_with_norms<T: Real>(a: &Matrix<T>, na: &[T], b: &Matrix<T>, nb: &[T]) -> Matrix<T> {
     let mut d = Matrix::zeros(a.rows(), b.rows());
     gemm(-T::c(2.0), a, Op::N, b, Op::T, T::zero(), &mut d);
     for (i, &ni) in na.iter().enumerate() {
-        for (v, &nj) in d.row_mut(i).iter_mut().zip(&nb) {
+        for (v, &nj) in d.row_mut(i).iter_mut().zip(nb) {
             *v = (*v + ni + nj).max(T::zero());
         }
     }
     d
 }
 
-/// As [`pairwise_sq_dists`] of `a` with itself, with an exact zero diagonal (the GEMM form
-/// leaves rounding residue there, which the square root would magnify).
-fn self_sq_dists<T: Real>(a: &Matrix<T>) -> Matrix<T> {
-    let mut d = pairwise_sq_dists(a, a);
-    for i in 0..a.rows() {
-        d.set(i, i, T::zero());
-    }
-    d
-}
-
-/// Sum over j of w_ij (x_i - b_j) for every i: (rowsum(w) x_i) - (w b)_i.
+/// Sum over j of w_ij (x_i - b_j) for every i, times `scale`: (rowsum(w) x_i) - (w b)_i.
 fn weighted_differences<T: Real>(
     w: &Matrix<T>,
     x: &Matrix<T>,
@@ -44,11 +40,10 @@ fn weighted_differences<T: Real>(
     gemm(-scale, w, Op::N, b, Op::N, T::one(), out);
     for i in 0..x.rows() {
         let s: T = w.row(i).iter().copied().sum::<T>() * scale;
-        let xi = x.row(i).to_vec();
         out.row_mut(i)
             .iter_mut()
-            .zip(xi)
-            .for_each(|(o, v)| *o += s * v);
+            .zip(x.row(i))
+            .for_each(|(o, &v)| *o += s * v);
     }
 }
 
@@ -58,42 +53,141 @@ fn tiny<T: Real>() -> T {
     T::c(1e-12)
 }
 
-/// Turns squared distances into distances, and into the gradient weights 1 / distance.
-fn dist_and_inv<T: Real>(mut d2: Matrix<T>) -> (Matrix<T>, T) {
-    let mut total = T::zero();
-    for v in d2.as_mut_slice() {
-        let d = v.sqrt();
-        total += d;
-        *v = if d * d > tiny() {
-            T::one() / d
-        } else {
-            T::zero()
-        };
-    }
-    (d2, total)
+/// The pair function k of a two-sample statistic k-mean(x, y) and friends.
+enum Kernel<'a, T> {
+    /// k = ||a - b|| (the energy distance).
+    Distance,
+    /// k = mean_g exp(-g ||a - b||^2) (the multi-scale RBF MMD).
+    Rbf(&'a [T]),
 }
 
-/// Energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| (V-statistics, diagonals
-/// included) and its gradient with respect to the rows of `x`.
-pub fn energy_distance_grad<T: Real>(x: &Matrix<T>, y: &Matrix<T>) -> (T, Matrix<T>) {
-    let (n, m) = (T::c(x.rows() as f64), T::c(y.rows() as f64));
-    let (inv_xy, s_xy) = dist_and_inv(pairwise_sq_dists(x, y));
-    let (inv_xx, s_xx) = dist_and_inv(self_sq_dists(x));
-    let s_yy: T = self_sq_dists(y).as_slice().iter().map(|v| v.sqrt()).sum();
-    let value = T::c(2.0) * s_xy / (n * m) - s_xx / (n * n) - s_yy / (m * m);
-    // d/dx_i: (2 / nm) sum_j (x_i - y_j) / |x_i - y_j| - (2 / n^2) sum_i' (x_i - x_i') / |x_i - x_i'|
-    let mut g = Matrix::zeros(x.rows(), x.cols());
-    weighted_differences(&inv_xy, x, y, T::c(2.0) / (n * m), &mut g);
-    weighted_differences(&inv_xx, x, x, -T::c(2.0) / (n * n), &mut g);
+impl<T: Real> Kernel<'_, T> {
+    /// Sums k over the squared distances `d2`, and overwrites them with w such that
+    /// d k / d a = w (a - b) (when `grad`).
+    fn sum_and_weights(&self, d2: &mut Matrix<T>, grad: bool) -> T {
+        let mut total = T::zero();
+        match self {
+            Kernel::Distance => {
+                for v in d2.as_mut_slice() {
+                    let d = v.sqrt();
+                    total += d;
+                    if grad {
+                        *v = if d * d > tiny() {
+                            T::one() / d
+                        } else {
+                            T::zero()
+                        };
+                    }
+                }
+            }
+            Kernel::Rbf(gammas) => {
+                let inv_g = T::one() / T::c(gammas.len() as f64);
+                for v in d2.as_mut_slice() {
+                    let (mut s, mut ds) = (T::zero(), T::zero());
+                    for &g in gammas.iter() {
+                        let e = (-g * *v).exp();
+                        s += e;
+                        ds -= g * e;
+                    }
+                    total += s * inv_g;
+                    if grad {
+                        *v = T::c(2.0) * ds * inv_g;
+                    }
+                }
+            }
+        }
+        total
+    }
+}
+
+/// c_xy sum_ij k(x_i, y_j) + c_xx sum_ii' k(x_i, x_i') + c_yy sum_jj' k(y_j, y_j') and, when
+/// `grad`, its gradient in the rows of x. The work is split into row blocks of x (and of y
+/// for the constant yy term) run in parallel; a block needs only its own rows of the pair
+/// matrices, so no full n x n matrix is ever built.
+fn two_sample<T: Real>(
+    x: &Matrix<T>,
+    y: &Matrix<T>,
+    kernel: &Kernel<T>,
+    coef: [T; 3],
+    ranges: &[Range<usize>],
+    grad: bool,
+) -> (T, Option<Matrix<T>>) {
+    let [c_xy, c_xx, c_yy] = coef;
+    let (nx, ny) = (row_sq_norms(x), row_sq_norms(y));
+    // Pairs of a block (rows r of `a`) with all of `b`; with `same`, the block lies inside
+    // `b` and its self-pairs get an exact zero (the GEMM form leaves residue there, which
+    // the square root would magnify).
+    let pairs = |a: &Matrix<T>, na: &[T], r: &Range<usize>, b: &Matrix<T>, nb: &[T], same: bool| {
+        let ar = a.rows_range(r.start, r.end);
+        let mut d2 = sq_dists_with_norms(&ar, &na[r.clone()], b, nb);
+        if same {
+            (0..r.len()).for_each(|k| d2.set(k, r.start + k, T::zero()));
+        }
+        (ar, d2)
+    };
+    let x_parts = map_ranges(ranges, |r| {
+        let (xr, mut w_xy) = pairs(x, &nx, &r, y, &ny, false);
+        let (_, mut w_xx) = pairs(x, &nx, &r, x, &nx, true);
+        let value = c_xy * kernel.sum_and_weights(&mut w_xy, grad)
+            + c_xx * kernel.sum_and_weights(&mut w_xx, grad);
+        let g = grad.then(|| {
+            let mut g = Matrix::zeros(xr.rows(), xr.cols());
+            weighted_differences(&w_xy, &xr, y, c_xy, &mut g);
+            // x_i meets x_i' in two terms of the xx sum.
+            weighted_differences(&w_xx, &xr, x, T::c(2.0) * c_xx, &mut g);
+            g
+        });
+        (value, g)
+    });
+    let y_ranges = row_ranges(y.rows(), ranges.len());
+    let yy: T = map_ranges(&y_ranges, |r| {
+        let (_, mut d2) = pairs(y, &ny, &r, y, &ny, true);
+        kernel.sum_and_weights(&mut d2, false)
+    })
+    .into_iter()
+    .sum();
+    let mut value = c_yy * yy;
+    let mut blocks = Vec::with_capacity(x_parts.len());
+    for (v, g) in x_parts {
+        value += v;
+        blocks.extend(g);
+    }
+    let g = grad.then(|| Matrix::vstack(&blocks.iter().collect::<Vec<_>>()));
     (value, g)
 }
 
+fn energy_coef<T: Real>(n: usize, m: usize) -> [T; 3] {
+    let (n, m) = (T::c(n as f64), T::c(m as f64));
+    [
+        T::c(2.0) / (n * m),
+        -T::one() / (n * n),
+        -T::one() / (m * m),
+    ]
+}
+
+fn mmd_coef<T: Real>(n: usize, m: usize) -> [T; 3] {
+    let (n, m) = (T::c(n as f64), T::c(m as f64));
+    [-T::c(2.0) / (n * m), T::one() / (n * n), T::one() / (m * m)]
+}
+
+/// Energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| (V-statistics, diagonals
+/// included) and its gradient with respect to the rows of `x`, over the given row blocks
+/// of `x` in parallel.
+pub fn energy_distance_grad<T: Real>(
+    x: &Matrix<T>,
+    y: &Matrix<T>,
+    ranges: &[Range<usize>],
+) -> (T, Matrix<T>) {
+    let coef = energy_coef(x.rows(), y.rows());
+    let (v, g) = two_sample(x, y, &Kernel::Distance, coef, ranges, true);
+    (v, g.expect("gradient requested"))
+}
+
+/// The energy distance alone, on the current pool's threads.
 pub fn energy_distance<T: Real>(x: &Matrix<T>, y: &Matrix<T>) -> T {
-    let s = |d2: Matrix<T>| -> T { d2.as_slice().iter().map(|v| v.sqrt()).sum() };
-    let (n, m) = (T::c(x.rows() as f64), T::c(y.rows() as f64));
-    T::c(2.0) * s(pairwise_sq_dists(x, y)) / (n * m)
-        - s(self_sq_dists(x)) / (n * n)
-        - s(self_sq_dists(y)) / (m * m)
+    let ranges = row_ranges(x.rows(), current_threads());
+    let coef = energy_coef(x.rows(), y.rows());
+    two_sample(x, y, &Kernel::Distance, coef, &ranges, false).0
 }
 
 /// The reference's 50 bandwidths: gamma log-spaced from 10 down to 1e-3.
@@ -103,40 +197,18 @@ pub fn default_gammas() -> Vec<f64> {
         .collect()
 }
 
-/// Multi-scale kernel mean (1/G) sum_g exp(-gamma_g d2) and its derivative in d2.
-fn kernel_and_slope<T: Real>(d2: &Matrix<T>, gammas: &[T]) -> (Matrix<T>, Matrix<T>) {
-    let mut k = d2.clone();
-    let mut dk = d2.clone();
-    let inv_g = T::one() / T::c(gammas.len() as f64);
-    for (kv, dv) in k.as_mut_slice().iter_mut().zip(dk.as_mut_slice()) {
-        let d = *kv;
-        let (mut s, mut ds) = (T::zero(), T::zero());
-        for &g in gammas {
-            let e = (-g * d).exp();
-            s += e;
-            ds -= g * e;
-        }
-        *kv = s * inv_g;
-        *dv = ds * inv_g;
-    }
-    (k, dk)
-}
-
 /// Biased multi-scale RBF MMD^2 (the paper's metric when `gammas` are [`default_gammas`]) and
-/// its gradient with respect to the rows of `x`.
-pub fn mmd_grad<T: Real>(x: &Matrix<T>, y: &Matrix<T>, gammas: &[f64]) -> (T, Matrix<T>) {
+/// its gradient with respect to the rows of `x`, over the given row blocks of `x` in parallel.
+pub fn mmd_grad<T: Real>(
+    x: &Matrix<T>,
+    y: &Matrix<T>,
+    gammas: &[f64],
+    ranges: &[Range<usize>],
+) -> (T, Matrix<T>) {
     let gammas: Vec<T> = gammas.iter().map(|&g| T::c(g)).collect();
-    let (n, m) = (T::c(x.rows() as f64), T::c(y.rows() as f64));
-    let (k_xy, dk_xy) = kernel_and_slope(&pairwise_sq_dists(x, y), &gammas);
-    let (k_xx, dk_xx) = kernel_and_slope(&self_sq_dists(x), &gammas);
-    let (k_yy, _) = kernel_and_slope(&self_sq_dists(y), &gammas);
-    let sum = |k: &Matrix<T>| -> T { k.as_slice().iter().copied().sum() };
-    let value = sum(&k_xx) / (n * n) + sum(&k_yy) / (m * m) - T::c(2.0) * sum(&k_xy) / (n * m);
-    // d k(d2) / d x_i = k'(d2) * 2 (x_i - b): both kernel sums contribute.
-    let mut g = Matrix::zeros(x.rows(), x.cols());
-    weighted_differences(&dk_xx, x, x, T::c(4.0) / (n * n), &mut g);
-    weighted_differences(&dk_xy, x, y, -T::c(4.0) / (n * m), &mut g);
-    (value, g)
+    let coef = mmd_coef(x.rows(), y.rows());
+    let (v, g) = two_sample(x, y, &Kernel::Rbf(&gammas), coef, ranges, true);
+    (v, g.expect("gradient requested"))
 }
 
 #[cfg(test)]
@@ -175,7 +247,7 @@ mod tests {
     #[test]
     fn energy_distance_matches_definition_and_finite_differences() {
         let (x, y) = clouds(1);
-        let (v, g) = energy_distance_grad(&x, &y);
+        let (v, g) = energy_distance_grad(&x, &y, &row_ranges(7, 1));
         assert!(
             (v - naive_energy(&x, &y)).abs() < 1e-10,
             "{v} vs {}",
@@ -191,7 +263,7 @@ mod tests {
     fn mmd_matches_definition_and_finite_differences() {
         let (x, y) = clouds(2);
         let gammas = [0.3, 1.0, 4.0];
-        let (v, g) = mmd_grad(&x, &y, &gammas);
+        let (v, g) = mmd_grad(&x, &y, &gammas, &row_ranges(7, 1));
         let k = |a: &[f64], b: &[f64]| {
             let d2: f64 = a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum();
             gammas.iter().map(|g| (-g * d2).exp()).sum::<f64>() / 3.0
@@ -207,13 +279,35 @@ mod tests {
         };
         let naive = mean(&x, &x) + mean(&y, &y) - 2.0 * mean(&x, &y);
         assert!((v - naive).abs() < 1e-12, "{v} vs {naive}");
-        let mut f =
-            |p: &[f64]| mmd_grad(&Matrix::from_vec(7, 3, p.to_vec()).unwrap(), &y, &gammas).0;
+        let mut f = |p: &[f64]| {
+            mmd_grad(
+                &Matrix::from_vec(7, 3, p.to_vec()).unwrap(),
+                &y,
+                &gammas,
+                &row_ranges(7, 1),
+            )
+            .0
+        };
         check_grad("mmd", &mut f, x.as_slice(), g.as_slice(), 1e-5, 1e-9);
         assert_eq!(default_gammas().len(), 50);
         assert!(
             (default_gammas()[0] - 10.0).abs() < 1e-12
                 && (default_gammas()[49] - 1e-3).abs() < 1e-15
         );
+    }
+
+    #[test]
+    fn row_blocks_give_the_same_value_and_gradient() {
+        let (x, y) = clouds(3);
+        let blocks = row_ranges(7, 3);
+        type Loss<'a> = dyn Fn(&[Range<usize>]) -> (f64, Matrix<f64>) + Sync + 'a;
+        let in_pool = |f: &Loss| {
+            let one = f(&row_ranges(7, 1));
+            let many = crate::parallel::with_threads(3, || f(&blocks)).unwrap();
+            assert!((one.0 - many.0).abs() < 1e-12, "{} vs {}", one.0, many.0);
+            assert!(one.1.max_abs_diff(&many.1) < 1e-12);
+        };
+        in_pool(&|r| energy_distance_grad(&x, &y, r));
+        in_pool(&|r| mmd_grad(&x, &y, &[0.5, 2.0], r));
     }
 }

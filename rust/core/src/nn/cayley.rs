@@ -36,7 +36,7 @@ pub fn cayley<T: Real>(m: &Matrix<T>) -> Result<(Matrix<T>, CayleyCache<T>)> {
     }
     let mut q2 = matmul(&v, Op::N, &b, Op::N);
     q2.scale(T::c(-2.0));
-    Ok((Matrix::vstack(&q1, &q2), CayleyCache { b, v }))
+    Ok((Matrix::vstack(&[&q1, &q2]), CayleyCache { b, v }))
 }
 
 /// dL/dM from dL/dQ.
@@ -62,7 +62,7 @@ pub fn cayley_backward<T: Real>(cache: &CayleyCache<T>, dq: &Matrix<T>) -> Matri
     // dV = -2 dQ2 B^T + V (dZ + dZ^T)
     let mut dv = matmul(&cache.v, Op::N, &sym, Op::N);
     gemm(-T::c(2.0), &dq2, Op::N, &cache.b, Op::T, T::one(), &mut dv);
-    Matrix::vstack(&du, &dv)
+    Matrix::vstack(&[&du, &dv])
 }
 
 #[cfg(test)]

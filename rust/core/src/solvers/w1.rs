@@ -247,7 +247,7 @@ pub fn train_potential(
     for k in 0..cfg.iters {
         let xb = source.select_rows(s_sampler.next_batch(rng));
         let yb = target.select_rows(t_sampler.next_batch(rng));
-        let batch = Matrix::vstack(&xb, &yb);
+        let batch = Matrix::vstack(&[&xb, &yb]);
         // Non-finite parameters surface here first, as a singular Cayley system.
         let w = pot.weights(Mode::Train).map_err(|e| Error::Diverged {
             stage: "potential",
@@ -422,13 +422,10 @@ pub fn distance_loss_grad<T: Real>(
         let z = apply_step(&xr, eta_out.as_slice(), &ur, cfg.positive);
         (ur, z, eta_out, eta_tape, r)
     });
-    let z = blocks
-        .iter()
-        .skip(1)
-        .fold(blocks[0].1.clone(), |acc, b| Matrix::vstack(&acc, &b.1));
+    let z = Matrix::vstack(&blocks.iter().map(|b| &b.1).collect::<Vec<_>>());
     let (mut loss, dz) = match cfg.loss {
-        StepLoss::Mmd => mmd_grad(&z, y, &cfg.mmd_gammas),
-        _ => energy_distance_grad(&z, y),
+        StepLoss::Mmd => mmd_grad(&z, y, &cfg.mmd_gammas, ranges),
+        _ => energy_distance_grad(&z, y, ranges),
     };
     let lam = T::c(cfg.mean_shift_penalty);
     let parts: Vec<(T, Vec<T>)> = blocks
@@ -595,7 +592,7 @@ pub fn train_step(
                     let z = apply_step(&x, eta_out.as_slice(), &u, cfg.positive);
                     let y_in = noisy(yb.rows_range(r.start, r.end), &noise_y, &r);
                     let z_in = noisy(z.clone(), &noise_z, &r);
-                    let (p, tape) = disc.forward(&Matrix::vstack(&y_in, &z_in));
+                    let (p, tape) = disc.forward(&Matrix::vstack(&[&y_in, &z_in]));
                     let (p, m) = (p.as_slice(), r.len());
                     let mut ld = 0.0f32;
                     let mut dp = Matrix::zeros(2 * m, 1);
