@@ -71,11 +71,15 @@ PRESETS = {
 }
 
 
-# W1OT step-size variants compared for the choice of default (``--variant``, repeatable).
+# W1OT variants compared for the choice of default (``--variant``, repeatable). Unless a
+# variant says otherwise it learns where the default does (n_components="auto": in 50
+# principal components when the data have more features than the potential's first layer).
 VARIANTS = {
-    "gan": {"step_loss": "gan"},  # the paper's adversarial game
+    "gan": {"step_loss": "gan", "n_components": None},  # the paper's method, as published
+    "gan_pca": {"step_loss": "gan"},
     "gan_stable": {"step_loss": "gan", "label_smoothing": 0.2, "disc_lr": 2e-5},
-    "energy": {"step_loss": "energy"},
+    "energy": {"step_loss": "energy"},  # the default
+    "energy_full": {"step_loss": "energy", "n_components": None},
     "energy_pen": {"step_loss": "energy", "mean_shift_penalty": 1.0},
     "mmd": {"step_loss": "mmd"},
 }

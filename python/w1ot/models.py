@@ -20,6 +20,7 @@ import numpy as np
 from w1ot import _core
 from w1ot._validation import as_cells
 from w1ot.io import load_model, save_model
+from w1ot.projection import PCA, resolve_components
 
 __all__ = ["W1OT", "Progress", "TrainingError"]
 
@@ -87,6 +88,13 @@ class W1OT:
         constant step that moves the source mean onto the target mean.
     step_lr_decay : the step-size stage's learning rates are cosine-annealed to this fraction
         of their start (1: constant, as in the paper).
+    n_components : where the transport is learned. ``"auto"`` (default): in the top 50
+        principal components of the pooled training cells when there are more features than
+        the potential's first layer is wide (``hidden[0]``, 64), else in the feature space
+        itself; an int k: in the top k components; ``None``: always in the feature space (as
+        the paper). With components P the model is f(P(x - mean)), still 1-Lipschitz in x,
+        and cells move by ``-eta * P^T u`` inside the components' span (see
+        :mod:`w1ot.projection`); ``positive`` then clips the output only.
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core). The same seed and ``n_threads`` give the
         same model bit for bit.
@@ -118,6 +126,7 @@ class W1OT:
         instance_noise: float = 0.0,
         mean_shift_penalty: float = 0.0,
         step_lr_decay: float = 1.0,
+        n_components: int | str | None = "auto",
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -183,6 +192,12 @@ class W1OT:
         if not (0.0 < step_lr_decay <= 1.0):
             raise ValueError(f"step_lr_decay must be in (0, 1], got {step_lr_decay!r}")
         self.step_loss = step_loss
+        resolve_components(n_components, 2**62, self.hidden[0])  # type and range, early
+        self.n_components = (
+            n_components
+            if n_components is None
+            else (n_components if isinstance(n_components, str) else int(n_components))
+        )
         self.step_lr_decay = float(step_lr_decay)
         self.label_smoothing = float(label_smoothing)
         self.instance_noise = float(instance_noise)
@@ -191,6 +206,8 @@ class W1OT:
         self.n_threads = int(n_threads)
         self.progress = bool(progress)
         self._core: Any = None
+        self._pca: PCA | None = None
+        self._n_features = 0
         self.history: dict[str, np.ndarray] = {}
         self.fit_time_: dict[str, float] = {}
 
@@ -219,6 +236,7 @@ class W1OT:
         "instance_noise",
         "mean_shift_penalty",
         "step_lr_decay",
+        "n_components",
         "seed",
         "n_threads",
         "progress",
@@ -243,7 +261,19 @@ class W1OT:
     @property
     def n_features(self) -> int:
         self._check_fitted()
-        return int(self._core.dim)
+        return self._n_features
+
+    @property
+    def latent_dim(self) -> int | None:
+        """Principal components the transport was learned in (``None``: the feature space)."""
+        self._check_fitted()
+        return None if self._pca is None else self._pca.n_components
+
+    @property
+    def pca(self) -> PCA | None:
+        """The fitted projection (``mean``, ``components``), or ``None``."""
+        self._check_fitted()
+        return self._pca
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -284,8 +314,14 @@ class W1OT:
             if src_valid is not None and tgt_valid is not None
             else (None, None)
         )
+        k = resolve_components(self.n_components, src.shape[1], self.hidden[0])
+        pca = None
+        if k is not None:
+            pca = PCA.fit(np.vstack([src_train, tgt_train]), k)
+            src_train, tgt_train = pca.encode(src_train), pca.encode(tgt_train)
+            valid = tuple(None if v is None else pca.encode(v) for v in valid)
         core = _core.W1Core(
-            src.shape[1],
+            src_train.shape[1],
             hidden=self.hidden,
             group_size=self.group_size,
             orthogonal=self.orthogonal,
@@ -321,7 +357,7 @@ class W1OT:
                 batch_size=self.batch_size,
                 lr=self.step_lr,
                 disc_lr=self.disc_lr,
-                positive=self.positive,
+                positive=self.positive and pca is None,
                 eval_every=self.eval_every,
                 patience=self.patience if self.early_stopping else None,
                 loss=self.step_loss,
@@ -353,6 +389,7 @@ class W1OT:
         ):
             history[k] = sh[k]
         self._core, self.history, self.fit_time_ = core, history, times
+        self._pca, self._n_features = pca, src.shape[1]
         # The scale of a plausible step: under W1-optimal transport the mean displacement is W1
         # itself (held-out estimate); the distance between the means bounds it from below.
         shift = float(
@@ -408,7 +445,15 @@ class W1OT:
 
     def _cells(self, x, name: str = "x") -> np.ndarray:
         self._check_fitted()
-        return as_cells(x, name, dtype=np.float32, n_features=int(self._core.dim))
+        return as_cells(x, name, dtype=np.float32, n_features=self._n_features)
+
+    def _latent(self, x, name: str = "x") -> np.ndarray:
+        """Validated cells in the space the core works in."""
+        x = self._cells(x, name)
+        return x if self._pca is None else self._pca.encode(x)
+
+    def _lifted(self, v: np.ndarray) -> np.ndarray:
+        return v if self._pca is None else self._pca.lift(v).astype(np.float32)
 
     def _fitted_core(self) -> Any:
         self._check_fitted()
@@ -416,29 +461,37 @@ class W1OT:
 
     def transport(self, x) -> np.ndarray:
         """T(x) = x - eta(x) u(x) for each row of ``x`` (clipped at 0 if ``positive``)."""
-        return self._fitted_core().transport(self._cells(x), positive=self.positive)
+        core = self._fitted_core()
+        if self._pca is None:
+            return core.transport(self._cells(x), positive=self.positive)
+        x = self._cells(x)
+        z = self._pca.encode(x)
+        out = x + self._pca.lift(core.transport(z) - z)
+        if self.positive:
+            np.maximum(out, 0.0, out=out)
+        return out.astype(np.float32)
 
     def potential(self, x) -> np.ndarray:
         """The Kantorovich potential f(x), one value per row."""
-        return self._fitted_core().potential(self._cells(x))
+        return self._fitted_core().potential(self._latent(x))
 
     def gradient(self, x) -> np.ndarray:
         """grad f(x) per row (norm <= 1)."""
-        return self._fitted_core().gradient(self._cells(x))
+        return self._lifted(self._fitted_core().gradient(self._latent(x)))
 
     def direction(self, x) -> np.ndarray:
         """The unit transport direction u(x) = grad f / (||grad f|| + 1e-6) per row."""
-        return self._fitted_core().direction(self._cells(x))
+        return self._lifted(self._fitted_core().direction(self._latent(x)))
 
     def step_size(self, x) -> np.ndarray:
         """The learned step size eta(x) >= 0 per row."""
-        return self._fitted_core().step_size(self._cells(x))
+        return self._fitted_core().step_size(self._latent(x))
 
     def w1_distance(self, source, target) -> float:
         """The dual W1 estimate mean f(source) - mean f(target)."""
         core = self._fitted_core()
-        fs = core.potential(self._cells(source, "source"))
-        ft = core.potential(self._cells(target, "target"))
+        fs = core.potential(self._latent(source, "source"))
+        ft = core.potential(self._latent(target, "target"))
         return float(np.mean(fs, dtype=np.float64) - np.mean(ft, dtype=np.float64))
 
     # -- persistence ---------------------------------------------------------------------
@@ -449,6 +502,8 @@ class W1OT:
         state = self._core.get_state()
         arrays = {f"param/{k}": v for k, v in state.items()}
         arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
+        if self._pca is not None:
+            arrays.update({"pca/mean": self._pca.mean, "pca/components": self._pca.components})
         meta = {
             "class": "W1OT",
             "config": self.get_params(),
@@ -461,9 +516,19 @@ class W1OT:
     def load(cls, path: str | os.PathLike) -> W1OT:
         """Loads a model written by :meth:`save`."""
         meta, arrays = load_model(path, "W1OT")
-        model = cls(**meta["config"])
+        # Files written before n_components existed hold full-space models.
+        model = cls(**{"n_components": None, **meta["config"]})
+        n_features = int(meta["n_features"])
+        pca = None
+        if "pca/components" in arrays:
+            try:
+                pca = PCA(arrays["pca/mean"], arrays["pca/components"])
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{os.fspath(path)!r}: broken projection: {exc}") from exc
+            if pca.mean.shape[0] != n_features:
+                raise ValueError(f"{os.fspath(path)!r}: projection does not match n_features")
         core = _core.W1Core(
-            int(meta["n_features"]),
+            n_features if pca is None else pca.n_components,
             hidden=model.hidden,
             group_size=model.group_size,
             orthogonal=model.orthogonal,
@@ -479,7 +544,7 @@ class W1OT:
             raise ValueError(
                 f"{os.fspath(path)!r}: parameters do not match the configuration: {exc}"
             ) from exc
-        model._core = core
+        model._core, model._pca, model._n_features = core, pca, n_features
         model.history = {
             k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")
         }

@@ -6,7 +6,9 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use w1ot_core::{MatView, Matrix};
+use w1ot_core::{Error, MatView, Matrix};
+
+use crate::errors::detached;
 
 fn dtype_kind(arr: &Bound<'_, PyAny>) -> PyResult<(String, String)> {
     let dtype = arr.getattr("dtype")?;
@@ -125,6 +127,18 @@ pub fn view<'a>(arr: &'a PyReadonlyArray2<'_, f32>) -> MatView<'a, f32> {
         arr.as_slice().expect("contiguous by construction"),
     )
     .expect("shape matches buffer")
+}
+
+/// Validates `x` as cells of `dim` features and runs `f` on them with the GIL released: the
+/// shape of every inference method.
+pub fn on_cells<T: Send>(
+    x: &Bound<'_, PyAny>,
+    dim: usize,
+    f: impl FnOnce(MatView<'_, f32>) -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    let arr = matrix_arg(x, "x", Some(dim))?;
+    let xv = view(&arr);
+    detached(x.py(), || f(xv))
 }
 
 pub fn to_numpy2<'py>(py: Python<'py>, m: Matrix<f32>) -> PyResult<Bound<'py, PyArray2<f32>>> {

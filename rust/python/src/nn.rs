@@ -11,7 +11,7 @@ use w1ot_core::nn::{
 use w1ot_core::optim::{Adam, AdamConfig, CosineSchedule};
 use w1ot_core::rng::Rng;
 
-use crate::arrays::{matrix_arg, to_numpy1, to_numpy2, vector_arg, view};
+use crate::arrays::{matrix_arg, on_cells, to_numpy1, to_numpy2, vector_arg, view};
 use crate::errors::{IntoPyResult, count_arg, detached};
 
 /// Largest parameter count of a network or optimiser (2^31 float32 values, 8 GiB). Larger
@@ -163,10 +163,11 @@ impl PyPotential {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.inner.in_dim()))?;
-        let xv = view(&x);
         let pot = &self.inner;
-        Ok(to_numpy1(py, detached(py, || pot.value(xv))?))
+        Ok(to_numpy1(
+            py,
+            on_cells(x, self.inner.in_dim(), |xv| pot.value(xv))?,
+        ))
     }
 
     /// grad_x f(x) for every row of x.
@@ -175,10 +176,11 @@ impl PyPotential {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.inner.in_dim()))?;
-        let xv = view(&x);
         let pot = &self.inner;
-        to_numpy2(py, detached(py, || pot.input_gradient(xv))?)
+        to_numpy2(
+            py,
+            on_cells(x, self.inner.in_dim(), |xv| pot.input_gradient(xv))?,
+        )
     }
 
     /// (f(x), d<df, f(x)>/dparams, d<df, f(x)>/dx) with training-mode weights.
@@ -280,10 +282,8 @@ impl PyMlp {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.inner.in_dim()))?;
-        let xv = view(&x);
         let mlp = &self.inner;
-        to_numpy2(py, detached(py, || mlp.predict(xv))?)
+        to_numpy2(py, on_cells(x, self.inner.in_dim(), |xv| mlp.predict(xv))?)
     }
 
     /// (mlp(x), d<dy, mlp(x)>/dparams, d<dy, mlp(x)>/dx).

@@ -10,8 +10,8 @@ use w1ot_core::optim::AdamConfig;
 use w1ot_core::rng::Rng;
 use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepValid};
 
-use crate::arrays::{matrix_arg, to_numpy1, to_numpy2, vector_arg, view};
-use crate::errors::{IntoPyResult, count_arg, detached};
+use crate::arrays::{matrix_arg, on_cells, to_numpy1, to_numpy2, vector_arg, view};
+use crate::errors::{IntoPyResult, count_arg};
 use crate::nn::{checked_param_count, ortho_kind, seed_arg, widths};
 use crate::training;
 
@@ -321,10 +321,11 @@ impl PyW1 {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
-        let xv = view(&x);
         let pot = &self.pot;
-        Ok(to_numpy1(py, detached(py, || pot.value(xv))?))
+        Ok(to_numpy1(
+            py,
+            on_cells(x, self.pot.in_dim(), |xv| pot.value(xv))?,
+        ))
     }
 
     fn gradient<'py>(
@@ -332,10 +333,11 @@ impl PyW1 {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
-        let xv = view(&x);
         let pot = &self.pot;
-        to_numpy2(py, detached(py, || pot.input_gradient(xv))?)
+        to_numpy2(
+            py,
+            on_cells(x, self.pot.in_dim(), |xv| pot.input_gradient(xv))?,
+        )
     }
 
     fn direction<'py>(
@@ -343,10 +345,11 @@ impl PyW1 {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
-        let xv = view(&x);
         let pot = &self.pot;
-        to_numpy2(py, detached(py, || w1::directions(pot, xv))?)
+        to_numpy2(
+            py,
+            on_cells(x, self.pot.in_dim(), |xv| w1::directions(pot, xv))?,
+        )
     }
 
     fn step_size<'py>(
@@ -354,12 +357,12 @@ impl PyW1 {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
-        let xv = view(&x);
         let eta = &self.eta;
         Ok(to_numpy1(
             py,
-            detached(py, || eta.predict(xv).map(Matrix::into_vec))?,
+            on_cells(x, self.pot.in_dim(), |xv| {
+                eta.predict(xv).map(Matrix::into_vec)
+            })?,
         ))
     }
 
@@ -369,12 +372,12 @@ impl PyW1 {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
-        let xv = view(&x);
         let disc = &self.disc;
         Ok(to_numpy1(
             py,
-            detached(py, || disc.predict(xv).map(Matrix::into_vec))?,
+            on_cells(x, self.pot.in_dim(), |xv| {
+                disc.predict(xv).map(Matrix::into_vec)
+            })?,
         ))
     }
 
@@ -385,10 +388,13 @@ impl PyW1 {
         x: &Bound<'py, PyAny>,
         positive: bool,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let x = matrix_arg(x, "x", Some(self.pot.in_dim()))?;
-        let xv = view(&x);
         let (pot, eta) = (&self.pot, &self.eta);
-        to_numpy2(py, detached(py, || w1::transport(pot, eta, xv, positive))?)
+        to_numpy2(
+            py,
+            on_cells(x, self.pot.in_dim(), |xv| {
+                w1::transport(pot, eta, xv, positive)
+            })?,
+        )
     }
 
     /// Parameters of the three networks, as float32 arrays.
