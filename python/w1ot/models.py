@@ -54,7 +54,9 @@ class W1OT:
     """Wasserstein-1 neural optimal transport (Chen et al.), with a Rust core.
 
     All arguments are keyword-only; defaults follow the paper's implementation except
-    ``step_loss`` (the paper's GAN collapses on RNA data; ``step_loss="gan"`` restores it).
+    ``step_loss`` (the paper's GAN collapses on RNA data; ``step_loss="gan"`` restores it) and
+    ``n_components`` (data wider than the potential's first layer are transported in 50
+    principal components; ``n_components=None`` restores the feature space).
 
     Parameters
     ----------
