@@ -195,10 +195,9 @@ class W1OT:
             raise ValueError(f"step_lr_decay must be in (0, 1], got {step_lr_decay!r}")
         self.step_loss = step_loss
         resolve_components(n_components, 2**62, self.hidden[0])  # type and range, early
+        # None, "auto" or a plain int (numpy integers converted, for the JSON of save)
         self.n_components = (
-            n_components
-            if n_components is None
-            else (n_components if isinstance(n_components, str) else int(n_components))
+            int(n_components) if isinstance(n_components, np.integer) else n_components
         )
         self.step_lr_decay = float(step_lr_decay)
         self.label_smoothing = float(label_smoothing)

@@ -114,20 +114,20 @@ fn two_sample<T: Real>(
 ) -> (T, Option<Matrix<T>>) {
     let [c_xy, c_xx, c_yy] = coef;
     let (nx, ny) = (row_sq_norms(x), row_sq_norms(y));
-    // Pairs of a block (rows r of `a`) with all of `b`; with `same`, the block lies inside
-    // `b` and its self-pairs get an exact zero (the GEMM form leaves residue there, which
-    // the square root would magnify).
-    let pairs = |a: &Matrix<T>, na: &[T], r: &Range<usize>, b: &Matrix<T>, nb: &[T], same: bool| {
-        let ar = a.rows_range(r.start, r.end);
-        let mut d2 = sq_dists_with_norms(&ar, &na[r.clone()], b, nb);
-        if same {
-            (0..r.len()).for_each(|k| d2.set(k, r.start + k, T::zero()));
+    // Pairs of a block `ar` (norms `nar`) with all of `b`; with `offset`, the block is rows
+    // offset.. of `b` and its self-pairs get an exact zero (the GEMM form leaves residue
+    // there, which the square root would magnify).
+    let pairs = |ar: &Matrix<T>, nar: &[T], b: &Matrix<T>, nb: &[T], offset: Option<usize>| {
+        let mut d2 = sq_dists_with_norms(ar, nar, b, nb);
+        if let Some(o) = offset {
+            (0..ar.rows()).for_each(|k| d2.set(k, o + k, T::zero()));
         }
-        (ar, d2)
+        d2
     };
     let x_parts = map_ranges(ranges, |r| {
-        let (xr, mut w_xy) = pairs(x, &nx, &r, y, &ny, false);
-        let (_, mut w_xx) = pairs(x, &nx, &r, x, &nx, true);
+        let (xr, nr) = (x.rows_range(r.start, r.end), &nx[r.clone()]);
+        let mut w_xy = pairs(&xr, nr, y, &ny, None);
+        let mut w_xx = pairs(&xr, nr, x, &nx, Some(r.start));
         let value = c_xy * kernel.sum_and_weights(&mut w_xy, grad)
             + c_xx * kernel.sum_and_weights(&mut w_xx, grad);
         let g = grad.then(|| {
@@ -141,7 +141,8 @@ fn two_sample<T: Real>(
     });
     let y_ranges = row_ranges(y.rows(), ranges.len());
     let yy: T = map_ranges(&y_ranges, |r| {
-        let (_, mut d2) = pairs(y, &ny, &r, y, &ny, true);
+        let yr = y.rows_range(r.start, r.end);
+        let mut d2 = pairs(&yr, &ny[r.clone()], y, &ny, Some(r.start));
         kernel.sum_and_weights(&mut d2, false)
     })
     .into_iter()
