@@ -158,9 +158,19 @@ def test_bookshelf_transport_keeps_the_order():
     assert np.mean((moved >= 1.95) & (moved <= 3.05)) >= 0.95
 
 
-def test_circles_map_inner_to_inner_and_outer_to_outer():
+# The game needs more iterations than the energy objective to settle: at 400 one seed in
+# four still had the outer ring halfway in.
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"step_iters": 400},
+        {"step_iters": 1000, "step_loss": "gan", "step_lr": 1e-3, "disc_lr": 1e-3},
+    ],
+    ids=["energy", "gan"],
+)
+def test_circles_map_inner_to_inner_and_outer_to_outer(step):
     source, target = datasets.circles(2000, seed=0)
-    model = _model(potential_iters=400, step_iters=400, step_loss="gan", step_lr=1e-3, disc_lr=1e-3)
+    model = _model(potential_iters=400, **step)
     model.fit(source, target)
     x, _, ring = datasets.circles(1000, seed=99, return_labels=True)
     radius = np.linalg.norm(model.transport(x), axis=1)

@@ -13,6 +13,7 @@ pub mod nn;
 pub mod optim;
 pub mod parallel;
 pub mod rng;
+pub mod simd;
 pub mod solvers;
 
 #[cfg(test)]

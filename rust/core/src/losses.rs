@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::linalg::{Matrix, Op, Real, dot, gemm};
 use crate::parallel::{current_threads, map_ranges, row_ranges};
+use crate::simd::{LANES, widest};
 
 /// Squared norms of the rows.
 fn row_sq_norms<T: Real>(a: &Matrix<T>) -> Vec<T> {
@@ -53,6 +54,39 @@ fn tiny<T: Real>() -> T {
     T::c(1e-12)
 }
 
+/// Sum of sqrt(d2) and, when `grad`, d2 overwritten with 1/sqrt(d2) (0 for coincident
+/// points). Lane-wise partial sums, so the loop vectorises and its order is fixed.
+#[inline(always)]
+fn distance_sum_and_weights<T: Real>(d2: &mut [T], grad: bool) -> T {
+    let mut acc = [T::zero(); LANES];
+    let mut chunks = d2.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let c: &mut [T; LANES] = c.try_into().expect("chunk length");
+        let mut d = [T::zero(); LANES];
+        for k in 0..LANES {
+            d[k] = c[k].sqrt();
+            acc[k] += d[k];
+        }
+        if grad {
+            for k in 0..LANES {
+                c[k] = if c[k] > tiny() {
+                    T::one() / d[k]
+                } else {
+                    T::zero()
+                };
+            }
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.into_remainder()) {
+        let d = v.sqrt();
+        *a += d;
+        if grad {
+            *v = if *v > tiny() { T::one() / d } else { T::zero() };
+        }
+    }
+    acc.iter().copied().sum()
+}
+
 /// The pair function k of a two-sample statistic k-mean(x, y) and friends.
 enum Kernel<'a, T> {
     /// k = ||a - b|| (the energy distance).
@@ -65,23 +99,14 @@ impl<T: Real> Kernel<'_, T> {
     /// Sums k over the squared distances `d2`, and overwrites them with w such that
     /// d k / d a = w (a - b) (when `grad`).
     fn sum_and_weights(&self, d2: &mut Matrix<T>, grad: bool) -> T {
-        let mut total = T::zero();
         match self {
-            Kernel::Distance => {
-                for v in d2.as_mut_slice() {
-                    let d = v.sqrt();
-                    total += d;
-                    if grad {
-                        *v = if d * d > tiny() {
-                            T::one() / d
-                        } else {
-                            T::zero()
-                        };
-                    }
-                }
-            }
+            Kernel::Distance => widest(
+                #[inline(always)]
+                || distance_sum_and_weights(d2.as_mut_slice(), grad),
+            ),
             Kernel::Rbf(gammas) => {
                 let inv_g = T::one() / T::c(gammas.len() as f64);
+                let mut total = T::zero();
                 for v in d2.as_mut_slice() {
                     let (mut s, mut ds) = (T::zero(), T::zero());
                     for &g in gammas.iter() {
@@ -94,9 +119,9 @@ impl<T: Real> Kernel<'_, T> {
                         *v = T::c(2.0) * ds * inv_g;
                     }
                 }
+                total
             }
         }
-        total
     }
 }
 

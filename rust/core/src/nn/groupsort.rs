@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::linalg::{Matrix, Real};
+use crate::simd::widest;
 
 pub fn check_group_size(width: usize, group_size: usize) -> Result<()> {
     if group_size == 0 || width % group_size != 0 {
@@ -27,31 +28,13 @@ pub fn forward<T: Real>(x: &Matrix<T>, group_size: usize) -> (Matrix<T>, Vec<u32
     );
     let mut y = Matrix::zeros(n, w);
     let mut perm = vec![0u32; n * w];
-    // Sequential: callers parallelise over row blocks at a coarser grain. The wheel targets
-    // baseline x86-64 (SSE2); the ranking loop is twice as wide with AVX2, so pick it at
-    // run time where the CPU has it.
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { sort_rows_avx2(x.as_slice(), y.as_mut_slice(), &mut perm, w, group_size) };
-            return (y, perm);
-        }
-    }
-    sort_rows(x.as_slice(), y.as_mut_slice(), &mut perm, w, group_size);
+    // Sequential: callers parallelise over row blocks at a coarser grain. With the group
+    // compiled for AVX2 or AVX-512 the ranking loop is two or four times as wide.
+    widest(
+        #[inline(always)]
+        || sort_rows(x.as_slice(), y.as_mut_slice(), &mut perm, w, group_size),
+    );
     (y, perm)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sort_rows_avx2<T: Real>(
-    x: &[T],
-    y: &mut [T],
-    perm: &mut [u32],
-    w: usize,
-    group_size: usize,
-) {
-    sort_rows(x, y, perm, w, group_size);
 }
 
 #[inline(always)]
