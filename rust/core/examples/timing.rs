@@ -56,6 +56,26 @@ fn main() {
         std::hint::black_box(groupsort::backward(&y, &perm));
     });
     println!("groupsort backward 512x64: {:.1} us", ms * 1e3);
+    let zt = z.transpose();
+    let mut yt = zt.clone();
+    let swaps = groupsort::sort_units(&mut yt, 16);
+    let ms = best_ms(1000, || {
+        let mut m = zt.clone();
+        std::hint::black_box(groupsort::sort_units(&mut m, 16));
+    });
+    println!(
+        "groupsort unit-major forward 64x512 (with a copy): {:.1} us",
+        ms * 1e3
+    );
+    let ms = best_ms(1000, || {
+        let mut m = yt.clone();
+        groupsort::unsort_units(&mut m, &swaps);
+        std::hint::black_box(m);
+    });
+    println!(
+        "groupsort unit-major backward 64x512 (with a copy): {:.1} us",
+        ms * 1e3
+    );
 
     let pcfg = w1::PotentialConfig {
         iters,

@@ -313,6 +313,16 @@ pub enum Op {
     T,
 }
 
+impl Op {
+    /// The other one: op(a)^T is flip(op)(a).
+    pub fn flip(self) -> Self {
+        match self {
+            Op::N => Op::T,
+            Op::T => Op::N,
+        }
+    }
+}
+
 /// Products below this many multiply-adds run on one thread: splitting them costs more in
 /// synchronisation than it saves. Inside a parallel region (a rayon worker) products are
 /// always sequential: the models parallelise over rows at a coarser grain instead.
@@ -434,6 +444,38 @@ pub fn add_col_sums<T: Real>(dy: &Matrix<T>, out: &mut [T]) {
     for i in 0..dy.rows {
         axpy(T::one(), dy.row(i), out);
     }
+}
+
+/// Adds the row sums of `dy` into `out` (bias gradients of unit-major activations).
+pub fn add_row_sums<T: Real>(dy: &Matrix<T>, out: &mut [T]) {
+    assert_eq!(out.len(), dy.rows);
+    for (o, r) in out.iter_mut().zip(dy.data.chunks_exact(dy.cols.max(1))) {
+        *o += lane_sum(r);
+    }
+}
+
+/// Adds b[i] to every entry of row i of `y` (bias of unit-major activations).
+pub fn add_col_vector<T: Real>(y: &mut Matrix<T>, b: &[T]) {
+    assert_eq!(b.len(), y.rows);
+    let cols = y.cols.max(1);
+    for (r, &bi) in y.data.chunks_exact_mut(cols).zip(b) {
+        r.iter_mut().for_each(|v| *v += bi);
+    }
+}
+
+/// Sum with eight partial sums, so that it vectorises (like [`dot`]).
+pub fn lane_sum<T: Real>(x: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v;
+    }
+    acc.iter().copied().sum()
 }
 
 /// Adds `b` to every row of `y` (bias).

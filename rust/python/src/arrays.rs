@@ -85,12 +85,12 @@ pub fn matrix_arg<'py>(
             "{name}: empty array of shape ({n}, {d})"
         )));
     }
-    if let Some(c) = cols {
-        if d != c {
-            return Err(PyValueError::new_err(format!(
-                "{name}: expected {c} features (columns), got {d}"
-            )));
-        }
+    if let Some(c) = cols
+        && d != c
+    {
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected {c} features (columns), got {d}"
+        )));
     }
     check_finite(arr.as_slice().expect("contiguous by construction"), name)?;
     Ok(arr)
@@ -107,13 +107,13 @@ pub fn vector_arg<'py>(
         .cast_into::<PyArray1<f32>>()
         .map_err(PyErr::from)?
         .readonly();
-    if let Some(l) = len {
-        if arr.len() != l {
-            return Err(PyValueError::new_err(format!(
-                "{name}: expected length {l}, got {}",
-                arr.len()
-            )));
-        }
+    if let Some(l) = len
+        && arr.len() != l
+    {
+        return Err(PyValueError::new_err(format!(
+            "{name}: expected length {l}, got {}",
+            arr.len()
+        )));
     }
     check_finite(arr.as_slice().expect("contiguous by construction"), name)?;
     Ok(arr)

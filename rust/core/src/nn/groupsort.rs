@@ -10,7 +10,7 @@ use crate::linalg::{Matrix, Real};
 use crate::simd::widest;
 
 pub fn check_group_size(width: usize, group_size: usize) -> Result<()> {
-    if group_size == 0 || width % group_size != 0 {
+    if group_size == 0 || !width.is_multiple_of(group_size) {
         return Err(Error::invalid(
             "group_size",
             format!("must be >= 1 and divide the layer width {width}, got {group_size}"),
@@ -23,7 +23,7 @@ pub fn check_group_size(width: usize, group_size: usize) -> Result<()> {
 pub fn forward<T: Real>(x: &Matrix<T>, group_size: usize) -> (Matrix<T>, Vec<u32>) {
     let (n, w) = x.shape();
     assert!(
-        group_size >= 1 && w % group_size == 0,
+        group_size >= 1 && w.is_multiple_of(group_size),
         "group size must divide the width"
     );
     let mut y = Matrix::zeros(n, w);
@@ -123,6 +123,166 @@ pub fn backward<T: Real>(dy: &Matrix<T>, perm: &[u32]) -> Matrix<T> {
     dx
 }
 
+/// Comparators of Batcher's odd-even merge sort for `n` inputs, in an order that sorts:
+/// after (a, b), with a < b, entry a holds the larger value. Built for the next power of
+/// two; comparators reaching past `n` are dropped, which is exact because the missing
+/// inputs would be -inf at the end, and such a comparator never moves anything.
+pub fn network(n: usize) -> Vec<(u32, u32)> {
+    let size = n.next_power_of_two();
+    let mut out = Vec::new();
+    let mut p = 1;
+    while p < size {
+        let mut k = p;
+        while k >= 1 {
+            let mut j = k % p;
+            while j + k < size {
+                for i in 0..k.min(size - j - k) {
+                    let (a, b) = (i + j, i + j + k);
+                    if a / (2 * p) == b / (2 * p) && b < n {
+                        out.push((a as u32, b as u32));
+                    }
+                }
+                j += 2 * k;
+            }
+            k /= 2;
+        }
+        p *= 2;
+    }
+    out
+}
+
+/// Columns per pass of the sorting network: one group's rows of a chunk (and their
+/// comparator outcomes) stay in L1 while all comparators run over them.
+const CHUNK: usize = 128;
+
+/// Outcomes of every comparator of [`sort_units`], for the backward pass.
+#[derive(Clone, Debug)]
+pub struct Swaps {
+    group_size: usize,
+    n: usize,
+    /// Index ((group * comparators + c) * n + column); 1 where the pair was exchanged.
+    swapped: Vec<u8>,
+}
+
+/// GroupSort on unit-major activations: `z` is width x n, one row per unit and one column
+/// per cell, and every group of `group_size` consecutive rows is sorted in place, in
+/// descending order, independently in each column.
+///
+/// This is the layout the potential trains in: a comparator of the sorting network is then
+/// one element-wise pass over two contiguous rows, which vectorises across cells, whereas
+/// row-wise [`forward`] has to rank each group within a row. Ties are never exchanged.
+pub fn sort_units<T: Real>(z: &mut Matrix<T>, group_size: usize) -> Swaps {
+    let (w, n) = z.shape();
+    assert!(
+        group_size >= 1 && w.is_multiple_of(group_size),
+        "group size must divide the width"
+    );
+    let net = network(group_size);
+    let mut swapped = vec![0u8; w / group_size * net.len() * n];
+    if swapped.is_empty() {
+        return Swaps {
+            group_size,
+            n,
+            swapped,
+        };
+    }
+    widest(
+        #[inline(always)]
+        || {
+            let data = z.as_mut_slice();
+            for (g, flags) in swapped.chunks_exact_mut(net.len() * n).enumerate() {
+                for c0 in (0..n).step_by(CHUNK) {
+                    let c1 = (c0 + CHUNK).min(n);
+                    for (e, &(a, b)) in net.iter().enumerate() {
+                        let (ra, rb) = (g * group_size + a as usize, g * group_size + b as usize);
+                        let (lo, hi) = data.split_at_mut(rb * n);
+                        exchange(
+                            &mut lo[ra * n + c0..ra * n + c1],
+                            &mut hi[c0..c1],
+                            &mut flags[e * n + c0..e * n + c1],
+                        );
+                    }
+                }
+            }
+        },
+    );
+    Swaps {
+        group_size,
+        n,
+        swapped,
+    }
+}
+
+/// Back through [`sort_units`], in place: dL/dz from dL/dy by undoing the exchanges in
+/// reverse order.
+pub fn unsort_units<T: Real>(dy: &mut Matrix<T>, swaps: &Swaps) {
+    let (w, n) = dy.shape();
+    assert_eq!(
+        n, swaps.n,
+        "unsort_units: column count differs from the forward pass"
+    );
+    let gs = swaps.group_size;
+    assert_eq!(
+        w % gs,
+        0,
+        "unsort_units: width differs from the forward pass"
+    );
+    let net = network(gs);
+    assert_eq!(swaps.swapped.len(), w / gs * net.len() * n);
+    if swaps.swapped.is_empty() {
+        return;
+    }
+    widest(
+        #[inline(always)]
+        || {
+            let data = dy.as_mut_slice();
+            for (g, flags) in swaps.swapped.chunks_exact(net.len() * n).enumerate() {
+                for c0 in (0..n).step_by(CHUNK) {
+                    let c1 = (c0 + CHUNK).min(n);
+                    for (e, &(a, b)) in net.iter().enumerate().rev() {
+                        let (ra, rb) = (g * gs + a as usize, g * gs + b as usize);
+                        let (lo, hi) = data.split_at_mut(rb * n);
+                        undo(
+                            &mut lo[ra * n + c0..ra * n + c1],
+                            &mut hi[c0..c1],
+                            &flags[e * n + c0..e * n + c1],
+                        );
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// One comparator across cells: the larger value to `a`, recording exchanges.
+#[inline(always)]
+fn exchange<T: Real>(a: &mut [T], b: &mut [T], flags: &mut [u8]) {
+    for ((x, y), f) in a.iter_mut().zip(b.iter_mut()).zip(flags.iter_mut()) {
+        let swap = *y > *x;
+        swap_if(x, y, swap);
+        *f = swap as u8;
+    }
+}
+
+/// The exchanges of [`exchange`] replayed on gradients (a swap is its own inverse).
+#[inline(always)]
+fn undo<T: Real>(a: &mut [T], b: &mut [T], flags: &[u8]) {
+    for ((x, y), &f) in a.iter_mut().zip(b.iter_mut()).zip(flags) {
+        swap_if(x, y, f != 0);
+    }
+}
+
+/// Branch-free conditional swap. Written with `select_unpredictable` because rustc 1.95
+/// (LLVM) vectorises the plain `if swap { v } else { u }` pair of stores wrongly under
+/// AVX2 and AVX-512 when the condition comes from a byte array: `y` kept its old value.
+/// The unit-major tests compare against the row-wise sort on vector-length inputs.
+#[inline(always)]
+fn swap_if<T: Real>(x: &mut T, y: &mut T, swap: bool) {
+    let (u, v) = (*x, *y);
+    *x = std::hint::select_unpredictable(swap, v, u);
+    *y = std::hint::select_unpredictable(swap, u, v);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +330,92 @@ mod tests {
             )
         };
         check_grad("groupsort", &mut f, x.as_slice(), dx.as_slice(), 1e-6, 1e-9);
+    }
+
+    #[test]
+    fn network_sorts_every_zero_one_input() {
+        // The 0-1 principle: a comparator network that sorts all 0-1 inputs sorts everything.
+        for n in 1..=16usize {
+            let net = network(n);
+            for bits in 0u32..(1 << n) {
+                let mut v: Vec<u32> = (0..n).map(|i| (bits >> i) & 1).collect();
+                for &(a, b) in &net {
+                    let (a, b) = (a as usize, b as usize);
+                    if v[b] > v[a] {
+                        v.swap(a, b);
+                    }
+                }
+                assert!(v.windows(2).all(|p| p[0] >= p[1]), "n={n} input {bits:b}");
+            }
+        }
+        assert_eq!(network(16).len(), 63);
+        assert!(network(1).is_empty());
+    }
+
+    #[test]
+    fn unit_major_sort_matches_the_row_sort() {
+        let mut rng = Rng::new(6);
+        for &(gs, w) in &[
+            (1usize, 4usize),
+            (2, 8),
+            (3, 12),
+            (16, 64),
+            (64, 64),
+            (5, 10),
+        ] {
+            for n in [1usize, 7, 300] {
+                let x = Matrix::<f32>::from_fn(n, w, |_, _| rng.uniform(-1.0, 1.0));
+                let (y, perm) = forward(&x, gs);
+                let mut zt = x.transpose();
+                let swaps = sort_units(&mut zt, gs);
+                assert_eq!(zt.transpose(), y, "forward gs={gs} n={n}");
+                let dy = Matrix::<f32>::from_fn(n, w, |_, _| rng.uniform(-1.0, 1.0));
+                let mut dyt = dy.transpose();
+                unsort_units(&mut dyt, &swaps);
+                assert_eq!(
+                    dyt.transpose(),
+                    backward(&dy, &perm),
+                    "backward gs={gs} n={n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unit_major_sort_handles_ties_and_has_the_right_gradient() {
+        // Ties: values from a small set; the output is still a sorted rearrangement.
+        let mut rng = Rng::new(7);
+        let x = Matrix::<f64>::from_fn(32, 200, |_, _| (rng.uniform::<f64>(0.0, 3.0)).floor());
+        let mut y = x.clone();
+        sort_units(&mut y, 8);
+        for col in 0..200 {
+            for g in 0..4 {
+                let mut a: Vec<f64> = (0..8).map(|k| x.get(g * 8 + k, col)).collect();
+                a.sort_by(|p, q| q.partial_cmp(p).unwrap());
+                let b: Vec<f64> = (0..8).map(|k| y.get(g * 8 + k, col)).collect();
+                assert_eq!(a, b);
+            }
+        }
+        // Gradient by finite differences (distinct values, so the sort is differentiable).
+        let x = Matrix::<f64>::from_fn(8, 3, |_, _| rng.uniform(-1.0, 1.0));
+        let c = probe(24, 8);
+        let mut y = x.clone();
+        let swaps = sort_units(&mut y, 4);
+        let mut dz = Matrix::from_vec(8, 3, c.clone()).unwrap();
+        unsort_units(&mut dz, &swaps);
+        let mut f = |v: &[f64]| {
+            let mut m = Matrix::from_vec(8, 3, v.to_vec()).unwrap();
+            sort_units(&mut m, 4);
+            dot(m.as_slice(), &c)
+        };
+        check_grad(
+            "sort_units",
+            &mut f,
+            x.as_slice(),
+            dz.as_slice(),
+            1e-6,
+            1e-9,
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::Mode;
 use super::bjorck::{BjorckCache, bjorck, bjorck_backward, bjorck_converged};
 use super::cayley::{CayleyCache, cayley, cayley_backward};
 use crate::error::Result;
-use crate::linalg::{Matrix, Op, Real, add_col_sums, add_row_vector, dot, gemm, matmul};
+use crate::linalg::{Matrix, Op, Real, add_col_vector, add_row_sums, dot, gemm, matmul};
 use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,31 +180,44 @@ impl OrthoLinear {
             .for_each(|(g, d)| *g += *d);
     }
 
-    /// h = x Q^T + b.
-    pub fn apply<T: Real>(&self, params: &[T], q: &Matrix<T>, x: &Matrix<T>) -> Matrix<T> {
-        let mut h = matmul(x, Op::N, q, Op::T);
-        add_row_vector(&mut h, self.bias(params));
-        h
+    /// Z = Q op(input) + b 1^T, unit-major (out x n: one row per unit, one column per
+    /// cell). `input` holds the n cells as rows (`Op::T`: the data entering the first layer)
+    /// or as columns (`Op::N`: a previous layer's unit-major output).
+    pub fn apply<T: Real>(
+        &self,
+        params: &[T],
+        q: &Matrix<T>,
+        input: &Matrix<T>,
+        op: Op,
+    ) -> Matrix<T> {
+        let mut z = matmul(q, Op::N, input, op);
+        add_col_vector(&mut z, self.bias(params));
+        z
     }
 
-    /// Back through h = x Q^T + b: accumulates dQ and the bias gradient when `param_grads`
-    /// is given, and returns dL/dx when asked.
+    /// Back through [`Self::apply`]: accumulates dQ += dZ op(input)^T and the bias gradient
+    /// when `param_grads` is given, and returns dL/d(input), in the input's own layout, when
+    /// asked.
     pub fn apply_backward<T: Real>(
         &self,
         q: &Matrix<T>,
-        x: &Matrix<T>,
-        dh: &Matrix<T>,
+        input: &Matrix<T>,
+        op: Op,
+        dz: &Matrix<T>,
         param_grads: Option<(&mut Matrix<T>, &mut [T])>,
-        need_dx: bool,
+        need_dinput: bool,
     ) -> Option<Matrix<T>> {
         if let Some((dq, grad)) = param_grads {
-            gemm(T::one(), dh, Op::T, x, Op::N, T::one(), dq);
-            add_col_sums(
-                dh,
+            gemm(T::one(), dz, Op::N, input, op.flip(), T::one(), dq);
+            add_row_sums(
+                dz,
                 &mut grad[self.n_weight()..self.n_weight() + self.out_dim],
             );
         }
-        need_dx.then(|| matmul(dh, Op::N, q, Op::N))
+        need_dinput.then(|| match op {
+            Op::N => matmul(q, Op::T, dz, Op::N),
+            Op::T => matmul(dz, Op::T, q, Op::N),
+        })
     }
 }
 
@@ -217,9 +230,9 @@ mod tests {
     // tall, square and wide layers, including the 64 -> 1 output shape
     const SHAPES: [(usize, usize); 4] = [(3, 5), (4, 4), (6, 2), (5, 1)];
 
-    fn loss(layer: &OrthoLinear, p: &[f64], x: &Matrix<f64>, c: &[f64]) -> f64 {
+    fn loss(layer: &OrthoLinear, p: &[f64], x: &Matrix<f64>, op: Op, c: &[f64]) -> f64 {
         let (q, _) = layer.weight(p, Mode::Train).unwrap();
-        dot(layer.apply(p, &q, x).as_slice(), c)
+        dot(layer.apply(p, &q, x, op).as_slice(), c)
     }
 
     #[test]
@@ -227,41 +240,48 @@ mod tests {
         let mut rng = Rng::new(31);
         for kind in KINDS {
             for &(i, o) in &SHAPES {
-                let layer = OrthoLinear::new(i, o, kind);
-                let mut p = vec![0.0; layer.n_params()];
-                layer.init(&mut p, &mut rng);
-                if kind == OrthoKind::Cayley {
-                    p[layer.n_params() - 1] *= 0.7; // alpha away from its initial value
+                // cells as rows (the data) and as columns (a previous layer's output)
+                for op in [Op::T, Op::N] {
+                    let layer = OrthoLinear::new(i, o, kind);
+                    let mut p = vec![0.0; layer.n_params()];
+                    layer.init(&mut p, &mut rng);
+                    if kind == OrthoKind::Cayley {
+                        p[layer.n_params() - 1] *= 0.7; // alpha away from its initial value
+                    }
+                    let shape = if op == Op::T { (3, i) } else { (i, 3) };
+                    let x = Matrix::from_fn(shape.0, shape.1, |_, _| rng.uniform(-1.0, 1.0));
+                    let c = probe(3 * o, 7);
+                    let dz = Matrix::from_vec(o, 3, c.clone()).unwrap();
+                    let (q, cache) = layer.weight(&p, Mode::Train).unwrap();
+                    let mut grad = vec![0.0; layer.n_params()];
+                    let mut dq = Matrix::zeros(o, i);
+                    let dx = layer
+                        .apply_backward(&q, &x, op, &dz, Some((&mut dq, &mut grad)), true)
+                        .unwrap();
+                    assert_eq!(dx.shape(), x.shape());
+                    layer.weight_backward(&p, &cache, &dq, &mut grad);
+                    let name = format!("{} {i}->{o} {op:?}", kind.name());
+                    check_grad(
+                        &format!("{name} params"),
+                        &mut |v| loss(&layer, v, &x, op, &c),
+                        &p,
+                        &grad,
+                        1e-5,
+                        1e-8,
+                    );
+                    let mut fx = |v: &[f64]| {
+                        let m = Matrix::from_vec(shape.0, shape.1, v.to_vec()).unwrap();
+                        loss(&layer, &p, &m, op, &c)
+                    };
+                    check_grad(
+                        &format!("{name} input"),
+                        &mut fx,
+                        x.as_slice(),
+                        dx.as_slice(),
+                        1e-5,
+                        1e-8,
+                    );
                 }
-                let x = Matrix::from_fn(3, i, |_, _| rng.uniform(-1.0, 1.0));
-                let c = probe(3 * o, 7);
-                let dh = Matrix::from_vec(3, o, c.clone()).unwrap();
-                let (q, cache) = layer.weight(&p, Mode::Train).unwrap();
-                let mut grad = vec![0.0; layer.n_params()];
-                let mut dq = Matrix::zeros(o, i);
-                let dx = layer
-                    .apply_backward(&q, &x, &dh, Some((&mut dq, &mut grad)), true)
-                    .unwrap();
-                layer.weight_backward(&p, &cache, &dq, &mut grad);
-                let name = format!("{} {i}->{o}", kind.name());
-                check_grad(
-                    &format!("{name} params"),
-                    &mut |v| loss(&layer, v, &x, &c),
-                    &p,
-                    &grad,
-                    1e-5,
-                    1e-8,
-                );
-                let mut fx =
-                    |v: &[f64]| loss(&layer, &p, &Matrix::from_vec(3, i, v.to_vec()).unwrap(), &c);
-                check_grad(
-                    &format!("{name} input"),
-                    &mut fx,
-                    x.as_slice(),
-                    dx.as_slice(),
-                    1e-5,
-                    1e-8,
-                );
             }
         }
     }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::orthogonal::{OrthoKind, OrthoLinear, WeightCache};
 use super::{Mode, groupsort};
 use crate::error::{Error, Result};
-use crate::linalg::{MatView, Matrix, Real};
+use crate::linalg::{MatView, Matrix, Op, Real};
 use crate::parallel::{map_ranges, row_ranges};
 use crate::rng::Rng;
 
@@ -57,11 +57,13 @@ impl<T: Real> GradParts<T> {
     }
 }
 
-/// Layer inputs and sort permutations of one forward pass.
+/// What a backward pass needs from a forward pass: the unit-major activations entering
+/// layers 1.. (width x n) and the GroupSort exchanges. The cells themselves are passed to
+/// the backward pass again rather than copied here.
 #[derive(Clone, Debug)]
 pub struct Tape<T> {
-    inputs: Vec<Matrix<T>>,
-    perms: Vec<Vec<u32>>,
+    hidden: Vec<Matrix<T>>,
+    swaps: Vec<groupsort::Swaps>,
 }
 
 impl<T: Real> Potential<T> {
@@ -154,31 +156,30 @@ impl<T: Real> Potential<T> {
         super::check_input(x, self.in_dim())
     }
 
-    /// f(x) for each row of `x`, with the tape for a backward pass.
+    /// f(x) for each row of `x`, with the tape for a backward pass. Activations are kept
+    /// unit-major (one column per cell): GroupSort's comparators then run across cells.
     pub fn forward(&self, w: &Weights<T>, x: &Matrix<T>) -> (Vec<T>, Tape<T>) {
         let last = self.layers.len() - 1;
-        let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut perms = Vec::with_capacity(last);
-        let mut h = x.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            let z = l.apply(self.layer_params(&self.params, i), &w.qs[i], &h);
-            inputs.push(h);
-            if i == last {
-                h = z;
-            } else {
-                let (y, p) = groupsort::forward(&z, self.group_size);
-                perms.push(p);
-                h = y;
-            }
+        let mut hidden = Vec::with_capacity(last);
+        let mut swaps = Vec::with_capacity(last);
+        let mut z = self.layers[0].apply(self.layer_params(&self.params, 0), &w.qs[0], x, Op::T);
+        for i in 1..=last {
+            swaps.push(groupsort::sort_units(&mut z, self.group_size));
+            let next =
+                self.layers[i].apply(self.layer_params(&self.params, i), &w.qs[i], &z, Op::N);
+            hidden.push(z);
+            z = next;
         }
-        (h.into_vec(), Tape { inputs, perms })
+        (z.into_vec(), Tape { hidden, swaps })
     }
 
-    /// Back-propagates dL/df (one value per row). Adds parameter gradients into `grad` when
-    /// given (weights must then come from `Mode::Train`) and returns dL/dx when asked.
+    /// Back-propagates dL/df (one value per row of `x`, the cells of the forward pass). Adds
+    /// parameter gradients into `grad` when given (weights must then come from
+    /// `Mode::Train`) and returns dL/dx when asked.
     pub fn backward(
         &self,
         w: &Weights<T>,
+        x: &Matrix<T>,
         tape: &Tape<T>,
         df: &[T],
         grad: Option<&mut [T]>,
@@ -186,13 +187,13 @@ impl<T: Real> Potential<T> {
     ) -> Option<Matrix<T>> {
         match grad {
             Some(g) => {
-                let (mut parts, dx) = self.backward_parts(w, tape, df, true, need_dx);
+                let (mut parts, dx) = self.backward_parts(w, x, tape, df, true, need_dx);
                 g.iter_mut().zip(&parts.bias).for_each(|(a, b)| *a += *b);
                 parts.bias.iter_mut().for_each(|v| *v = T::zero());
                 self.finish_grad(w, parts, g);
                 dx
             }
-            None => self.backward_parts(w, tape, df, false, need_dx).1,
+            None => self.backward_parts(w, x, tape, df, false, need_dx).1,
         }
     }
 
@@ -202,6 +203,7 @@ impl<T: Real> Potential<T> {
     fn backward_parts(
         &self,
         w: &Weights<T>,
+        x: &Matrix<T>,
         tape: &Tape<T>,
         df: &[T],
         want_params: bool,
@@ -209,7 +211,7 @@ impl<T: Real> Potential<T> {
     ) -> (GradParts<T>, Option<Matrix<T>>) {
         let n = df.len();
         let last = self.layers.len() - 1;
-        let mut dh = Matrix::from_vec(n, 1, df.to_vec()).expect("df length");
+        let mut dz = Matrix::from_vec(1, n, df.to_vec()).expect("df length");
         let mut parts = GradParts {
             dqs: Vec::new(),
             bias: if want_params {
@@ -222,22 +224,27 @@ impl<T: Real> Potential<T> {
         let mut dx = None;
         for i in (0..=last).rev() {
             let l = &self.layers[i];
-            if i < last {
-                dh = groupsort::backward(&dh, &tape.perms[i]);
-            }
-            let want_dx = i > 0 || need_dx;
+            let (input, op) = if i > 0 {
+                (&tape.hidden[i - 1], Op::N)
+            } else {
+                (x, Op::T)
+            };
+            let want_dinput = i > 0 || need_dx;
             let out = if want_params {
                 let mut dq = Matrix::zeros(l.out_dim, l.in_dim);
                 let gl = &mut parts.bias[self.offsets[i]..self.offsets[i + 1]];
                 let out =
-                    l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, Some((&mut dq, gl)), want_dx);
+                    l.apply_backward(&w.qs[i], input, op, &dz, Some((&mut dq, gl)), want_dinput);
                 dqs_rev.push(dq);
                 out
             } else {
-                l.apply_backward(&w.qs[i], &tape.inputs[i], &dh, None, want_dx)
+                l.apply_backward(&w.qs[i], input, op, &dz, None, want_dinput)
             };
             match out {
-                Some(d) if i > 0 => dh = d,
+                Some(mut d) if i > 0 => {
+                    groupsort::unsort_units(&mut d, &tape.swaps[i - 1]);
+                    dz = d;
+                }
                 other => dx = other,
             }
         }
@@ -278,7 +285,7 @@ impl<T: Real> Potential<T> {
         let parts = map_ranges(&ranges, |r| {
             let xb = x.rows_range(r.start, r.end);
             let (f, tape) = self.forward(w, &xb);
-            (f, self.backward_parts(w, &tape, &df[r], true, false).0)
+            (f, self.backward_parts(w, &xb, &tape, &df[r], true, false).0)
         });
         let mut values = Vec::with_capacity(x.rows());
         let mut total: Option<GradParts<T>> = None;
@@ -329,7 +336,7 @@ impl<T: Real> Potential<T> {
         let blocks = self.map_blocks(x, |b| {
             let (_, tape) = self.forward(&w, b);
             let ones = vec![T::one(); b.rows()];
-            self.backward(&w, &tape, &ones, None, true)
+            self.backward(&w, b, &tape, &ones, None, true)
                 .expect("dx requested")
                 .into_vec()
         });
@@ -351,7 +358,7 @@ impl<T: Real> Potential<T> {
         let (f, tape) = self.forward(&w, x);
         let mut grad = vec![T::zero(); self.n_params()];
         let dx = self
-            .backward(&w, &tape, df, Some(&mut grad), true)
+            .backward(&w, x, &tape, df, Some(&mut grad), true)
             .expect("dx requested");
         Ok((f, grad, dx))
     }

@@ -900,7 +900,7 @@ mod tests {
         )
         .unwrap();
         let scfg = StepConfig {
-            iters: 1500,
+            iters: 3000,
             lr_eta: 1e-3,
             lr_disc: 1e-3,
             ..Default::default()
@@ -922,7 +922,9 @@ mod tests {
         let t = transport(&pot, &eta, x.view(), false).unwrap();
         let mean_shift = mean_displacement(&t, &x);
         // The exact mean displacement is (4/sqrt 2)(1, 1): check its direction closely and its
-        // length loosely - the adversarial game is noisy (the reason for the other losses).
+        // length loosely - the adversarial game is noisy (the reason for the other losses). At
+        // 1,500 iterations one seed in four was still at half the length; at 3,000 the lengths
+        // of four seeds were 4.0-5.6.
         let norm = dot(&mean_shift, &mean_shift).sqrt();
         let cos = (mean_shift[0] + mean_shift[1]) / (norm * 2f32.sqrt());
         assert!(
