@@ -36,6 +36,12 @@ fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
 }
 
 fn main() {
+    // Inside a pool, as the Python binding runs training: parallel regions then start from
+    // a worker instead of waking the pool from outside.
+    w1ot_core::parallel::with_threads(0, run).unwrap();
+}
+
+fn run() {
     let d: usize = arg(1, 50);
     let iters: usize = arg(2, 300);
     let loss = match std::env::args().nth(3).as_deref() {

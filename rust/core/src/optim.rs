@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::linalg::Real;
+use crate::simd::widest;
 
 /// NaN-rejecting range checks for hyper-parameters.
 fn positive(x: f64) -> bool {
@@ -102,17 +103,19 @@ impl<T: Real> Adam<T> {
         let step = T::c(lr / bc1);
         let inv_sqrt_bc2 = T::c(1.0 / bc2.sqrt());
         let (eps, wd) = (T::c(c.eps), T::c(c.weight_decay));
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            let g = g + wd * *p;
-            *m = b1 * *m + one_b1 * g;
-            *v = b2 * *v + one_b2 * g * g;
-            *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
-        }
+        let (ms, vs) = (&mut self.m, &mut self.v);
+        // Element-wise with exact sqrt and division, so the wide build gives the same bits.
+        widest(
+            #[inline(always)]
+            || {
+                for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(ms).zip(vs) {
+                    let g = g + wd * *p;
+                    *m = b1 * *m + one_b1 * g;
+                    *v = b2 * *v + one_b2 * g * g;
+                    *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+                }
+            },
+        );
     }
 }
 
