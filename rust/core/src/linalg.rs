@@ -454,7 +454,7 @@ pub fn add_row_sums<T: Real>(dy: &Matrix<T>, out: &mut [T]) {
     }
 }
 
-/// Adds b[i] to every entry of row i of `y` (bias of unit-major activations).
+/// Adds `b[i]` to every entry of row i of `y` (bias of unit-major activations).
 pub fn add_col_vector<T: Real>(y: &mut Matrix<T>, b: &[T]) {
     assert_eq!(b.len(), y.rows);
     let cols = y.cols.max(1);

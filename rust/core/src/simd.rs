@@ -39,5 +39,5 @@ pub fn widest<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Lanes of the accumulators in [`sum`]-style kernels: 16 fills an AVX-512 register of f32.
+/// Lanes of the partial sums in the wide kernels: 16 fill an AVX-512 register of f32.
 pub const LANES: usize = 16;

@@ -1,6 +1,11 @@
-//! GroupSort: split each row into contiguous groups of `group_size` units and sort every
+//! GroupSort: split a cell's units into contiguous groups of `group_size` and sort every
 //! group in descending order. Its Jacobian is a permutation, so it is 1-Lipschitz and
-//! gradient-norm preserving; the backward pass scatters through the inverse permutation.
+//! gradient-norm preserving.
+//!
+//! Two layouts: [`forward`] / [`backward`] take cells as rows (ranking within each group,
+//! a permutation for the backward pass; the binding exposes these), [`sort_units`] /
+//! [`unsort_units`] take cells as columns (a sorting network across cells, recorded
+//! exchanges for the backward pass; the potential trains with these).
 //!
 //! The reference code's argument counts *groups*; here the size of a group is explicit
 //! (width 64 with 4 groups is `group_size = 16`; 2 is MaxMin; the width is a full sort).

@@ -1,5 +1,6 @@
-//! Orthogonal affine layer h = x Q^T + b, with Q (out x in) made orthonormal from a raw
-//! weight W by the Cayley transform or by Björck iterations. For out >= in the columns of
+//! Orthogonal affine layer z = Q x + b for each cell x, with Q (out x in) made orthonormal
+//! from a raw weight W by the Cayley transform or by Björck iterations. Outputs are
+//! unit-major (one column per cell), the layout the potential trains in. For out >= in the columns of
 //! Q are orthonormal; for out < in (a wide layer) its rows are, by transforming W^T.
 //!
 //! Parameters, row-major: [W (out x in), b (out)] and, for Cayley, a trailing scalar alpha
