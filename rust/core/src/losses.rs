@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use crate::linalg::{Matrix, Op, Real, dot, gemm};
+use crate::linalg::{Matrix, Op, Real, dot, gemm, lane_sum};
 use crate::parallel::{current_threads, map_ranges, row_ranges};
 use crate::simd::{LANES, widest};
 
@@ -22,11 +22,20 @@ pub fn pairwise_sq_dists<T: Real>(a: &Matrix<T>, b: &Matrix<T>) -> Matrix<T> {
 fn sq_dists_with_norms<T: Real>(a: &Matrix<T>, na: &[T], b: &Matrix<T>, nb: &[T]) -> Matrix<T> {
     let mut d = Matrix::zeros(a.rows(), b.rows());
     gemm(-T::c(2.0), a, Op::N, b, Op::T, T::zero(), &mut d);
-    for (i, &ni) in na.iter().enumerate() {
-        for (v, &nj) in d.row_mut(i).iter_mut().zip(nb) {
-            *v = (*v + ni + nj).max(T::zero());
-        }
-    }
+    let cols = b.rows().max(1);
+    widest(
+        #[inline(always)]
+        || {
+            for (row, &ni) in d.as_mut_slice().chunks_exact_mut(cols).zip(na) {
+                for (v, &nj) in row.iter_mut().zip(nb) {
+                    // A select rather than `max`, whose NaN rules keep it from vectorising;
+                    // NaN still maps to 0 as with `max`.
+                    let s = *v + ni + nj;
+                    *v = if s > T::zero() { s } else { T::zero() };
+                }
+            }
+        },
+    );
     d
 }
 
@@ -40,7 +49,7 @@ fn weighted_differences<T: Real>(
 ) {
     gemm(-scale, w, Op::N, b, Op::N, T::one(), out);
     for i in 0..x.rows() {
-        let s: T = w.row(i).iter().copied().sum::<T>() * scale;
+        let s: T = lane_sum(w.row(i)) * scale;
         out.row_mut(i)
             .iter_mut()
             .zip(x.row(i))
