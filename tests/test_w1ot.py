@@ -64,10 +64,10 @@ def test_shifted_gaussians_dual_estimate_within_5_percent(d):
 # The toy models of the moons and swiss-roll tests. Both use the energy step size with a
 # decaying learning rate. On the moons, where both arcs are thin (noise 0.01), the rays of the
 # potential must hit the target arc: at the default potential learning rate (1e-2) 10-15% of
-# them missed it by more than 0.02, at 1e-3 4-8%.
+# them missed it by more than 0.02, at 1e-3 with 20,000 iterations 4-8%.
 TOY_SETTINGS = {
     "moons": {
-        "potential_iters": 10_000,
+        "potential_iters": 20_000,
         "potential_lr": 1e-3,
         "step_iters": 4000,
         "step_loss": "energy",
@@ -134,8 +134,9 @@ def test_toy_transport_mmd_at_most_a_fifth_of_source_target_mmd(name):
     assert mmds["transported"] <= mmds["source"] / 5, mmds
 
 
-# Moons fits differ from seed to seed (1.5-2.5x the sampling noise over four seeds, each with
-# its own training draw), so the typical fit is judged: the median of three seeds.
+# Moons fits differ from seed to seed, each with its own training draw: 1.77, 2.09, 1.51,
+# 2.16, 1.25 and 2.68x the sampling noise for seeds 0-5 (median 1.93). The test judges the
+# median of seeds 0-2; the spread is why the 2x is not yet met by every fit.
 TOY_SEEDS = {"moons": (0, 1, 2), "swiss_roll": (0,)}
 
 
