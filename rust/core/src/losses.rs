@@ -78,11 +78,7 @@ fn distance_sum_and_weights<T: Real>(d2: &mut [T], grad: bool) -> T {
         }
         if grad {
             for k in 0..LANES {
-                c[k] = if c[k] > tiny() {
-                    T::one() / d[k]
-                } else {
-                    T::zero()
-                };
+                c[k] = distance_weight(c[k], d[k]);
             }
         }
     }
@@ -90,10 +86,16 @@ fn distance_sum_and_weights<T: Real>(d2: &mut [T], grad: bool) -> T {
         let d = v.sqrt();
         *a += d;
         if grad {
-            *v = if *v > tiny() { T::one() / d } else { T::zero() };
+            *v = distance_weight(*v, d);
         }
     }
     acc.iter().copied().sum()
+}
+
+/// d||a - b|| / da = w (a - b) with w = 1 / d, and 0 for coincident points.
+#[inline(always)]
+fn distance_weight<T: Real>(d2: T, d: T) -> T {
+    if d2 > tiny() { T::one() / d } else { T::zero() }
 }
 
 /// The pair function k of a two-sample statistic k-mean(x, y) and friends.

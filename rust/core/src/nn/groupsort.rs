@@ -10,6 +10,8 @@
 //! The reference code's argument counts *groups*; here the size of a group is explicit
 //! (width 64 with 4 groups is `group_size = 16`; 2 is MaxMin; the width is a full sort).
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 use crate::linalg::{Matrix, Real};
 use crate::simd::widest;
@@ -165,8 +167,42 @@ const CHUNK: usize = 128;
 pub struct Swaps {
     group_size: usize,
     n: usize,
+    net: Vec<(u32, u32)>,
     /// Index ((group * comparators + c) * n + column); 1 where the pair was exchanged.
     swapped: Vec<u8>,
+}
+
+/// Calls `f(c, row a, row b, columns)` for comparator `c` = (a, b) of `net` in every group of
+/// `group_size` rows of the width x n `data`, over chunks of columns; in network order, or
+/// reversed for the backward pass. `c` counts across groups, so it indexes [`Swaps`].
+#[inline(always)]
+fn each_comparator<T>(
+    data: &mut [T],
+    n: usize,
+    group_size: usize,
+    net: &[(u32, u32)],
+    reverse: bool,
+    mut f: impl FnMut(usize, &mut [T], &mut [T], Range<usize>),
+) {
+    let groups = data.len().checked_div(n).unwrap_or(0) / group_size;
+    for g in 0..groups {
+        for c0 in (0..n).step_by(CHUNK) {
+            let cols = c0..(c0 + CHUNK).min(n);
+            for k in 0..net.len() {
+                let e = if reverse { net.len() - 1 - k } else { k };
+                let (a, b) = net[e];
+                let (ra, rb) = (g * group_size + a as usize, g * group_size + b as usize);
+                let (lo, hi) = data.split_at_mut(rb * n);
+                let row_a = &mut lo[ra * n + cols.start..ra * n + cols.end];
+                f(
+                    g * net.len() + e,
+                    row_a,
+                    &mut hi[cols.clone()],
+                    cols.clone(),
+                );
+            }
+        }
+    }
 }
 
 /// GroupSort on unit-major activations: `z` is width x n, one row per unit and one column
@@ -184,36 +220,23 @@ pub fn sort_units<T: Real>(z: &mut Matrix<T>, group_size: usize) -> Swaps {
     );
     let net = network(group_size);
     let mut swapped = vec![0u8; w / group_size * net.len() * n];
-    if swapped.is_empty() {
-        return Swaps {
-            group_size,
-            n,
-            swapped,
-        };
-    }
     widest(
         #[inline(always)]
         || {
-            let data = z.as_mut_slice();
-            for (g, flags) in swapped.chunks_exact_mut(net.len() * n).enumerate() {
-                for c0 in (0..n).step_by(CHUNK) {
-                    let c1 = (c0 + CHUNK).min(n);
-                    for (e, &(a, b)) in net.iter().enumerate() {
-                        let (ra, rb) = (g * group_size + a as usize, g * group_size + b as usize);
-                        let (lo, hi) = data.split_at_mut(rb * n);
-                        exchange(
-                            &mut lo[ra * n + c0..ra * n + c1],
-                            &mut hi[c0..c1],
-                            &mut flags[e * n + c0..e * n + c1],
-                        );
-                    }
-                }
-            }
+            each_comparator(
+                z.as_mut_slice(),
+                n,
+                group_size,
+                &net,
+                false,
+                |c, a, b, cols| exchange(a, b, &mut swapped[c * n + cols.start..c * n + cols.end]),
+            )
         },
     );
     Swaps {
         group_size,
         n,
+        net,
         swapped,
     }
 }
@@ -222,39 +245,17 @@ pub fn sort_units<T: Real>(z: &mut Matrix<T>, group_size: usize) -> Swaps {
 /// reverse order.
 pub fn unsort_units<T: Real>(dy: &mut Matrix<T>, swaps: &Swaps) {
     let (w, n) = dy.shape();
-    assert_eq!(
-        n, swaps.n,
-        "unsort_units: column count differs from the forward pass"
+    let (gs, net) = (swaps.group_size, &swaps.net);
+    assert!(
+        n == swaps.n && w.is_multiple_of(gs) && swaps.swapped.len() == w / gs * net.len() * n,
+        "unsort_units: shape differs from the forward pass"
     );
-    let gs = swaps.group_size;
-    assert_eq!(
-        w % gs,
-        0,
-        "unsort_units: width differs from the forward pass"
-    );
-    let net = network(gs);
-    assert_eq!(swaps.swapped.len(), w / gs * net.len() * n);
-    if swaps.swapped.is_empty() {
-        return;
-    }
     widest(
         #[inline(always)]
         || {
-            let data = dy.as_mut_slice();
-            for (g, flags) in swaps.swapped.chunks_exact(net.len() * n).enumerate() {
-                for c0 in (0..n).step_by(CHUNK) {
-                    let c1 = (c0 + CHUNK).min(n);
-                    for (e, &(a, b)) in net.iter().enumerate().rev() {
-                        let (ra, rb) = (g * gs + a as usize, g * gs + b as usize);
-                        let (lo, hi) = data.split_at_mut(rb * n);
-                        undo(
-                            &mut lo[ra * n + c0..ra * n + c1],
-                            &mut hi[c0..c1],
-                            &flags[e * n + c0..e * n + c1],
-                        );
-                    }
-                }
-            }
+            each_comparator(dy.as_mut_slice(), n, gs, net, true, |c, a, b, cols| {
+                undo(a, b, &swaps.swapped[c * n + cols.start..c * n + cols.end])
+            })
         },
     );
 }
