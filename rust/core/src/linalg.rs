@@ -396,12 +396,84 @@ pub fn matmul<T: Real>(a: &Matrix<T>, ta: Op, b: &Matrix<T>, tb: Op) -> Matrix<T
     c
 }
 
-/// Inverse of a square matrix by LU with partial pivoting.
+/// Largest matrix [`inverse`] inverts by its own Gauss-Jordan rather than faer's LU.
+const GAUSS_JORDAN_MAX: usize = 256;
+
+/// Inverts the row-major n x n `m` in place by Gauss-Jordan with partial pivoting, the row
+/// updates on the widest vector unit; false if a pivot is zero or NaN (singular).
+#[inline(always)]
+fn gauss_jordan<T: Real>(m: &mut [T], row: &mut [T], swaps: &mut [usize], n: usize) -> bool {
+    for k in 0..n {
+        let mut piv = k;
+        for i in k + 1..n {
+            if m[i * n + k].abs() > m[piv * n + k].abs() {
+                piv = i;
+            }
+        }
+        let p = m[piv * n + k];
+        if p.is_nan() || p == T::zero() {
+            return false;
+        }
+        swaps[k] = piv;
+        if piv != k {
+            let (head, tail) = m.split_at_mut(piv * n);
+            head[k * n..(k + 1) * n].swap_with_slice(&mut tail[..n]);
+        }
+        let inv = T::one() / p;
+        row.iter_mut()
+            .zip(&m[k * n..(k + 1) * n])
+            .for_each(|(v, &x)| *v = x * inv);
+        // Column k of the inverse is built in place: 1/p in the pivot row, -m[i][k]/p below.
+        row[k] = inv;
+        for (i, r) in m.chunks_exact_mut(n).enumerate() {
+            if i == k {
+                continue;
+            }
+            let f = r[k];
+            r.iter_mut().zip(row.iter()).for_each(|(x, &y)| *x -= f * y);
+            // Written after the vector stores: a scalar store into the row just before its
+            // vector loads stalls store forwarding (three times slower at 64 x 64).
+            r[k] = -(f * inv);
+        }
+        m[k * n..(k + 1) * n].copy_from_slice(row);
+    }
+    // Row k was exchanged before step k, so the inverse has columns k and swaps[k]
+    // exchanged; undo in reverse order.
+    for k in (0..n).rev() {
+        if swaps[k] != k {
+            m.chunks_exact_mut(n).for_each(|r| r.swap(k, swaps[k]));
+        }
+    }
+    true
+}
+
+/// Inverse of a square matrix with partial pivoting. Up to 256 x 256 (every Cayley system
+/// of a default potential is 64 x 64) by an in-place Gauss-Jordan with vectorised row
+/// updates, 22-27 us at 64 x 64 against 41-45 us for faer's LU and triangular inverses,
+/// which are built for larger sizes; above that by faer.
 pub fn inverse<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
     assert_eq!(a.rows, a.cols, "inverse: matrix must be square");
     if !a.all_finite() {
         return Err(Error::Singular("inverse"));
     }
+    let n = a.rows;
+    if n <= GAUSS_JORDAN_MAX {
+        let mut out = a.clone();
+        let (mut row, mut swaps) = (vec![T::zero(); n], vec![0; n]);
+        let ok = crate::simd::widest(
+            #[inline(always)]
+            || gauss_jordan(&mut out.data, &mut row, &mut swaps, n),
+        );
+        if !ok || !out.all_finite() {
+            return Err(Error::Singular("inverse"));
+        }
+        return Ok(out);
+    }
+    lu_inverse_faer(a)
+}
+
+/// Inverse by faer's LU with partial pivoting.
+fn lu_inverse_faer<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
     let n = a.rows;
     // faer's high-level solvers follow its global parallelism, which forks rayon tasks even
     // for the 64 x 64 Cayley systems (ten times slower than sequential at that size), so
@@ -541,6 +613,53 @@ mod tests {
         let b = Matrix::from_fn(120, 90, |_, _| rng.uniform(-1.0, 1.0));
         let c = matmul(&a, Op::N, &b, Op::N);
         assert!(c.max_abs_diff(&naive(&a, Op::N, &b, Op::N)) < 1e-10);
+    }
+
+    #[test]
+    fn gauss_jordan_matches_faer_lu() {
+        let mut rng = crate::rng::Rng::new(4);
+        for &(n, skew) in &[
+            (1, 1.0),
+            (7, 1.0),
+            (64, 1.0),
+            (64, 300.0),
+            (50, 5.0),
+            (256, 3.0),
+        ] {
+            // I + V^T V + K with K skew, as the Cayley transform inverts, and a random matrix
+            // that needs row exchanges.
+            let v = Matrix::from_fn(n / 2 + 1, n, |_, _| rng.uniform::<f64>(-0.5, 0.5));
+            let mut a = matmul(&v, Op::T, &v, Op::N);
+            for i in 0..n {
+                a.set(i, i, a.get(i, i) + 1.0);
+                for j in 0..i {
+                    let k = skew * rng.uniform::<f64>(-1.0, 1.0) / (n as f64).sqrt();
+                    a.set(i, j, a.get(i, j) + k);
+                    a.set(j, i, a.get(j, i) - k);
+                }
+            }
+            let g = Matrix::from_fn(n, n, |_, _| rng.uniform::<f64>(-1.0, 1.0));
+            for a in [a, g] {
+                let inv = inverse(&a).unwrap();
+                let lu = lu_inverse_faer(&a).unwrap();
+                let scale = lu.data.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                assert!(inv.max_abs_diff(&lu) < 1e-9 * scale, "n={n} skew={skew}");
+                let err = matmul(&a, Op::N, &inv, Op::N).max_abs_diff(&Matrix::identity(n));
+                assert!(err < 1e-9, "n={n} skew={skew}: |A A^-1 - I| = {err}");
+            }
+        }
+        // A zero leading entry needs the row exchange.
+        let a = Matrix::from_fn(3, 3, |i, j| {
+            [[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 5.0]][i][j]
+        });
+        let inv = inverse(&a).unwrap();
+        assert!(matmul(&a, Op::N, &inv, Op::N).max_abs_diff(&Matrix::identity(3)) < 1e-12);
+        let singular = Matrix::from_fn(3, 3, |i, j| (i + j) as f64);
+        assert_eq!(inverse(&singular), Err(Error::Singular("inverse")));
+        assert_eq!(
+            inverse(&Matrix::<f64>::zeros(300, 300)),
+            Err(Error::Singular("inverse"))
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub const LANES: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linalg::Matrix;
+    use crate::linalg::{Matrix, inverse};
     use crate::losses::energy_distance_grad;
     use crate::nn::groupsort::{sort_units, unsort_units};
     use crate::optim::{Adam, AdamConfig};
@@ -104,11 +104,18 @@ mod tests {
         let grads: Vec<f32> = (0..1001).map(|_| rng.normal()).collect();
         adam.step(&mut p, &grads, 1e-2);
         adam.step(&mut p, &grads, 1e-2);
+        // 37 columns: the row updates of the inverse have a remainder too.
+        let k = Matrix::<f32>::from_fn(37, 37, |_, _| rng.uniform(-1.0, 1.0));
+        let mut a = k.transpose();
+        a.axpy(-1.0, &k);
+        (0..37).for_each(|i| a.set(i, i, 1.0));
+        let inv = inverse(&a).unwrap();
         std::iter::once(e)
             .chain(g.into_vec())
             .chain(z.into_vec())
             .chain(dz.into_vec())
             .chain(p)
+            .chain(inv.into_vec())
             .map(f32::to_bits)
             .collect()
     }
