@@ -449,7 +449,7 @@ fn gauss_jordan<T: Real>(m: &mut [T], row: &mut [T], swaps: &mut [usize], n: usi
 
 /// Inverse of a square matrix with partial pivoting. Up to 256 x 256 (every Cayley system
 /// of a default potential is 64 x 64) by an in-place Gauss-Jordan with vectorised row
-/// updates, 22-27 us at 64 x 64 against 41-45 us for faer's LU and triangular inverses,
+/// updates, 17-27 us at 64 x 64 against 41-45 us for faer's LU and triangular inverses,
 /// which are built for larger sizes; above that by faer.
 pub fn inverse<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
     assert_eq!(a.rows, a.cols, "inverse: matrix must be square");
