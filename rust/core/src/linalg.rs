@@ -448,8 +448,8 @@ fn gauss_jordan<T: Real>(m: &mut [T], row: &mut [T], swaps: &mut [usize], n: usi
 }
 
 /// Inverse of a square matrix with partial pivoting. Up to 256 x 256 (every Cayley system
-/// of a default potential is 64 x 64) by an in-place Gauss-Jordan with vectorised row
-/// updates, 17-27 us at 64 x 64 against 41-45 us for faer's LU and triangular inverses,
+/// of a default potential is at most 64 x 64) by an in-place Gauss-Jordan with vectorised row
+/// updates, 17 us at 64 x 64 against 41-45 us for faer's LU and triangular inverses,
 /// which are built for larger sizes; above that by faer.
 pub fn inverse<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
     assert_eq!(a.rows, a.cols, "inverse: matrix must be square");
@@ -476,8 +476,8 @@ pub fn inverse<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
 fn lu_inverse_faer<T: Real>(a: &Matrix<T>) -> Result<Matrix<T>> {
     let n = a.rows;
     // faer's high-level solvers follow its global parallelism, which forks rayon tasks even
-    // for the 64 x 64 Cayley systems (ten times slower than sequential at that size), so
-    // call the kernels with an explicit sequential setting.
+    // for small systems (ten times slower than sequential at 64 x 64), and the callers already
+    // run one inverse per thread, so call the kernels with an explicit sequential setting.
     let par = Par::Seq;
     let mut lu = view(a, Op::N).to_owned();
     let (mut fwd, mut bwd) = (vec![0usize; n], vec![0usize; n]);
