@@ -61,33 +61,26 @@ def test_shifted_gaussians_dual_estimate_within_5_percent(d):
     assert model.history["w1_valid"][-1] == pytest.approx(exact, rel=0.05)
 
 
-# The toy models of the moons and swiss-roll tests. Both use the energy step size with a
-# decaying learning rate. On the moons, where both arcs are thin (noise 0.01), the rays of the
-# potential must hit the target arc: at the default potential learning rate (1e-2) 10-15% of
-# them missed it by more than 0.02, at 1e-3 with 20,000 iterations 4-8%.
+# The toy models of the moons and swiss-roll tests: the energy step size with a learning rate
+# decaying from 1e-2, after 20,000 potential iterations at a learning rate of 1e-3. On the
+# moons, where both arcs are thin (noise 0.01), the rays of the potential must hit the target
+# arc: at the default potential learning rate (1e-2) 10-15% of them missed it by more than
+# 0.02, at 1e-3 with 20,000 iterations 4-8%. Full defaults give 7.4-8.3x the sampling noise on
+# the moons and 2.0-2.3x on the swiss roll (seeds 0-3), these settings at most 1.4x.
 TOY_SETTINGS = {
-    "moons": {
-        "potential_iters": 20_000,
-        "potential_lr": 1e-3,
-        "step_iters": 4000,
-        "step_loss": "energy",
-        "step_lr": 1e-2,
-        "step_lr_decay": 0.01,
-    },
-    "swiss_roll": {
-        "potential_iters": 2000,
-        "step_iters": 3000,
-        "step_loss": "energy",
-        "step_lr": 3e-3,
-        "step_lr_decay": 0.01,
-    },
+    "potential_iters": 20_000,
+    "potential_lr": 1e-3,
+    "step_iters": 4000,
+    "step_loss": "energy",
+    "step_lr": 1e-2,
+    "step_lr_decay": 0.01,
 }
 
 
 @functools.cache
 def _toy_model(name: str, seed: int = 0) -> W1OT:
     source, target = datasets.load_toy(name, n=4000, seed=seed)
-    return _model(seed=seed, **TOY_SETTINGS[name]).fit(source, target)
+    return _model(seed=seed, **TOY_SETTINGS).fit(source, target)
 
 
 @pytest.mark.slow
@@ -98,33 +91,49 @@ def test_moons_dual_estimate_matches_exact_w1_of_held_out_samples():
     assert model.w1_distance(held_source, held_target) == pytest.approx(exact, rel=0.05)
 
 
-def _iid_samples(name: str, n: int, n_target: int, seed: int):
-    """One source and ``n_target`` target samples of ``n`` cells, disjoint random subsets of
-    one large draw. (``moons`` places its points on a fixed grid, so two of its samples are
-    near copies of each other, MMD ~1e-6: not independent samples of the distribution.)"""
-    pool_source, pool_target = datasets.load_toy(name, n=n * n_target, seed=seed)
+def _independent_samples(name: str, n: int, repeats: int, seed: int):
+    """``repeats`` source and ``3 * repeats`` target samples of ``n`` cells, disjoint random
+    subsets of one large draw. (``moons`` places its points on a fixed grid, so two of its
+    samples are near copies of each other, MMD ~1e-6: not independent samples of the
+    distribution.)"""
+    pool_source, pool_target = datasets.load_toy(name, n=3 * n * repeats, seed=seed)
     rng = np.random.default_rng(seed)
-    source = pool_source[rng.permutation(len(pool_source))[:n]]
-    idx = rng.permutation(len(pool_target))
-    return source, [pool_target[idx[k * n : (k + 1) * n]] for k in range(n_target)]
+    pool_source = pool_source[rng.permutation(len(pool_source))]
+    pool_target = pool_target[rng.permutation(len(pool_target))]
+    return (
+        [pool_source[k * n : (k + 1) * n] for k in range(repeats)],
+        [pool_target[k * n : (k + 1) * n] for k in range(3 * repeats)],
+    )
+
+
+# The MMD between two independent samples of 1,000 cells is heavy-tailed: over 50 pairs of
+# moons target samples it ranged from 0.06x to 6.7x its mean, so one pair says little. Both
+# sides of the comparison are therefore means over 50 independent pairs of samples: the
+# transported MMD over 50 source samples each against its own target sample, the sampling
+# noise over 50 pairs of target samples. (Transporting one source sample, as this test first
+# did, measured the draw more than the fit: single pairs score the seed-0 moons model 0.15x-4.8x.)
+TOY_EVAL = {"n": 1000, "repeats": 50, "seed": 11}
 
 
 @functools.cache
-def _toy_mmds(name: str, seed: int = 0, n: int = 1000, repeats: int = 5) -> dict[str, float]:
-    """Mean MMDs over ``repeats`` independent target samples of ``n`` cells (a single MMD
-    between two samples of 1,000 cells varies by a factor of 5 from draw to draw)."""
-    source, targets = _iid_samples(name, n, 3 * repeats, seed=11)
-    moved = _toy_model(name, seed).transport(source)
-    return {
-        "transported": float(np.mean([metrics.mmd(moved, y) for y in targets[:repeats]])),
-        "source": float(np.mean([metrics.mmd(source, y) for y in targets[:repeats]])),
-        # between two independent target samples of the same size
-        "noise": float(
-            np.mean(
-                [metrics.mmd(targets[k], targets[k + repeats]) for k in range(repeats, 2 * repeats)]
-            )
-        ),
-    }
+def _toy_reference(name: str):
+    """The evaluation samples and the two fit-free MMDs: between two independent target
+    samples (the sampling noise) and between source and target samples."""
+    sources, targets = _independent_samples(name, **TOY_EVAL)
+    r = TOY_EVAL["repeats"]
+    noise = np.mean([metrics.mmd(targets[r + 2 * k], targets[r + 2 * k + 1]) for k in range(r)])
+    source = np.mean([metrics.mmd(sources[k], targets[k]) for k in range(r)])
+    return sources, targets[:r], float(noise), float(source)
+
+
+@functools.cache
+def _toy_mmds(name: str, seed: int = 0) -> dict[str, float]:
+    sources, targets, noise, source = _toy_reference(name)
+    model = _toy_model(name, seed)
+    moved = np.mean(
+        [metrics.mmd(model.transport(x), y) for x, y in zip(sources, targets, strict=True)]
+    )
+    return {"transported": float(moved), "source": source, "noise": noise}
 
 
 @pytest.mark.slow
@@ -134,27 +143,21 @@ def test_toy_transport_mmd_at_most_a_fifth_of_source_target_mmd(name):
     assert mmds["transported"] <= mmds["source"] / 5, mmds
 
 
-# The issue asks for at most 2x the sampling noise. The swiss roll meets it (1.67x). Moons fits
-# differ from seed to seed, each with its own training draw: 1.91, 1.62, 1.62, 2.06, 1.29 and
-# 2.43x for seeds 0-5 (median 1.76x), so 2x holds for the median fit but not for every fit (the
-# issue stays open on it; README, Toy data). Here the median of seeds 0-2 is held to 2.5x: a
-# guard that fails with the paper's GAN step size (15-18x) or an under-trained step size
-# (9-11x), and that a CPU whose kernels round differently (a new draw of trajectories) passes
-# nearly always, where 2x would fail about one time in four.
-TOY_SEEDS = {"moons": (0, 1, 2), "swiss_roll": (0,)}
-TOY_BOUND = {"moons": 2.5, "swiss_roll": 2.0}
+# Every fit, each with its own seed and training draw, is held to the issue's 2x. Measured:
+# moons 0.76, 1.03, 0.69x for seeds 0-2 (0.69-1.33x over seeds 0-11), swiss roll 1.26, 1.33,
+# 1.43x (1.35x for seed 3). The test fails with the paper's GAN step size (moons 3.15x) or
+# with 2,000 potential iterations on the swiss roll (2.04x and 2.09x for seeds 1 and 2).
+TOY_SEEDS = {"moons": (0, 1, 2), "swiss_roll": (0, 1, 2)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["moons", "swiss_roll"])
 def test_toy_transport_mmd_near_sampling_noise(name):
-    ratios = []
+    ratios = {}
     for seed in TOY_SEEDS[name]:
         mmds = _toy_mmds(name, seed)
-        ratios.append(mmds["transported"] / mmds["noise"])
-    assert np.median(ratios) <= TOY_BOUND[name], (
-        f"transported MMD / sampling noise per seed: {ratios}"
-    )
+        ratios[seed] = mmds["transported"] / mmds["noise"]
+    assert max(ratios.values()) <= 2.0, f"transported MMD / sampling noise per seed: {ratios}"
 
 
 def test_bookshelf_transport_keeps_the_order():
