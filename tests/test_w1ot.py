@@ -107,7 +107,7 @@ def _independent_samples(name: str, n: int, repeats: int, seed: int):
 
 
 # The MMD between two independent samples of 1,000 cells is heavy-tailed: over 50 pairs of
-# moons target samples it ranged from 0.06x to 6.7x its mean, so one pair says little. Both
+# moons target samples it ranged from 0.12x to 4.1x its mean, so one pair says little. Both
 # sides of the comparison are therefore means over 50 independent pairs of samples: the
 # transported MMD over 50 source samples each against its own target sample, the sampling
 # noise over 50 pairs of target samples. (Transporting one source sample, as this test first
