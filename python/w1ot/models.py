@@ -54,7 +54,8 @@ class W1OT:
     """Wasserstein-1 neural optimal transport (Chen et al.), with a Rust core.
 
     All arguments are keyword-only; defaults follow the paper's implementation except
-    ``step_loss`` (the paper's GAN collapses on RNA data; ``step_loss="gan"`` restores it) and
+    ``step_loss`` (the paper's GAN collapses on RNA data; ``step_loss="gan"`` restores it, with
+    the paper's step-size learning rate), the energy step size's learning rate, and
     ``n_components`` (data wider than the potential's first layer are transported in 50
     principal components; ``n_components=None`` restores the feature space).
 
@@ -69,8 +70,9 @@ class W1OT:
     batch_size : cells per side per iteration (256).
     potential_lr, potential_lr_min : cosine-annealed learning rate of the potential
         (1e-2 to 1e-4, Adam betas (0.5, 0.5)).
-    step_lr, disc_lr : learning rates of the step size and discriminator (1e-4, Adam betas
-        (0.9, 0.999)).
+    step_lr, disc_lr : learning rates of the step size and discriminator (Adam betas
+        (0.9, 0.999)). ``step_lr=None`` (default) means 1e-2 with ``step_loss="energy"`` and
+        the reference's 1e-4 otherwise; ``disc_lr`` is 1e-4.
     step_hidden : widths of the step-size network and the discriminator (4 x 64).
     valid_fraction : share of each side held out to report the dual W1 estimate (0.1).
     eval_every : iterations between held-out evaluations (100).
@@ -89,7 +91,8 @@ class W1OT:
     mean_shift_penalty : energy/MMD only: weight of a penalty pulling eta towards the
         constant step that moves the source mean onto the target mean.
     step_lr_decay : the step-size stage's learning rates are cosine-annealed to this fraction
-        of their start (1: constant, as in the paper).
+        of their start. ``None`` (default) means 0.01 with ``step_loss="energy"`` (so 1e-2
+        down to 1e-4) and 1 (constant, as in the paper) otherwise.
     n_components : where the transport is learned. ``"auto"`` (default): in the top 50
         principal components of the pooled training cells when there are more features than
         the potential's first layer is wide (``hidden[0]``, 64), else in the feature space
@@ -115,7 +118,7 @@ class W1OT:
         batch_size: int = 256,
         potential_lr: float = 1e-2,
         potential_lr_min: float = 1e-4,
-        step_lr: float = 1e-4,
+        step_lr: float | None = None,
         disc_lr: float = 1e-4,
         step_hidden: Sequence[int] = (64, 64, 64, 64),
         valid_fraction: float = 0.1,
@@ -127,7 +130,7 @@ class W1OT:
         label_smoothing: float = 0.0,
         instance_noise: float = 0.0,
         mean_shift_penalty: float = 0.0,
-        step_lr_decay: float = 1.0,
+        step_lr_decay: float | None = None,
         n_components: int | str | None = "auto",
         seed: int = 0,
         n_threads: int = 0,
@@ -157,6 +160,14 @@ class W1OT:
         bad = [h for h in self.hidden if h % group_size]
         if bad:
             raise ValueError(f"group_size={group_size} must divide every hidden width, not {bad}")
+        # The reference's 1e-4 (constant) was set for its GAN; the energy objective, a plain
+        # minimisation, reaches lower MMD on every dataset measured with 1e-2 annealed to
+        # 1e-4 (README, Step-size learning rate), and on thin toy shapes needs it.
+        energy = step_loss == "energy"
+        if step_lr is None:
+            step_lr = 1e-2 if energy else 1e-4
+        if step_lr_decay is None:
+            step_lr_decay = 0.01 if energy else 1.0
         for name, v in [("potential_lr", potential_lr), ("step_lr", step_lr), ("disc_lr", disc_lr)]:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
