@@ -354,10 +354,28 @@ pub fn gemm<T: Real>(
     beta: T,
     c: &mut Matrix<T>,
 ) {
-    let (m, k) = op_shape(a, ta);
-    let (k2, n) = op_shape(b, tb);
+    let shape = (c.rows, c.cols);
+    gemm_into(alpha, a, ta, b, tb, beta, &mut c.data, shape);
+}
+
+/// [`gemm`] into a row-major `m x n` slice, such as one layer's block of a flat parameter
+/// gradient, so that it needs no copy.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into<T: Real>(
+    alpha: T,
+    a: &Matrix<T>,
+    ta: Op,
+    b: &Matrix<T>,
+    tb: Op,
+    beta: T,
+    c: &mut [T],
+    (m, n): (usize, usize),
+) {
+    let (m2, k) = op_shape(a, ta);
+    let (k2, n2) = op_shape(b, tb);
     assert_eq!(k, k2, "gemm: inner dimensions differ");
-    assert_eq!((c.rows, c.cols), (m, n), "gemm: output shape");
+    assert_eq!((m2, n2), (m, n), "gemm: output shape");
+    assert_eq!(c.len(), m * n, "gemm: output length");
     if m == 0 || n == 0 {
         return;
     }
@@ -365,13 +383,13 @@ pub fn gemm<T: Real>(
         Accum::Replace
     } else {
         if beta != T::one() {
-            c.scale(beta);
+            c.iter_mut().for_each(|v| *v *= beta);
         }
         Accum::Add
     };
     if k == 0 {
         if accum == Accum::Replace {
-            c.data.iter_mut().for_each(|v| *v = T::zero());
+            c.iter_mut().for_each(|v| *v = T::zero());
         }
         return;
     }
@@ -383,7 +401,7 @@ pub fn gemm<T: Real>(
     } else {
         Par::Seq
     };
-    let dst = MatMut::from_row_major_slice_mut(&mut c.data, m, n);
+    let dst = MatMut::from_row_major_slice_mut(c, m, n);
     faer::linalg::matmul::matmul(dst, accum, view(a, ta), view(b, tb), alpha, par);
 }
 

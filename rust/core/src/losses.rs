@@ -248,6 +248,14 @@ pub fn mmd_grad<T: Real>(
     (v, g.expect("gradient requested"))
 }
 
+/// The multi-scale RBF MMD^2 alone, on the current pool's threads.
+pub fn mmd<T: Real>(x: &Matrix<T>, y: &Matrix<T>, gammas: &[f64]) -> T {
+    let gammas: Vec<T> = gammas.iter().map(|&g| T::c(g)).collect();
+    let ranges = row_ranges(x.rows(), current_threads());
+    let coef = mmd_coef(x.rows(), y.rows());
+    two_sample(x, y, &Kernel::Rbf(&gammas), coef, &ranges, false).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +324,7 @@ mod tests {
         };
         let naive = mean(&x, &x) + mean(&y, &y) - 2.0 * mean(&x, &y);
         assert!((v - naive).abs() < 1e-12, "{v} vs {naive}");
+        assert!((mmd(&x, &y, &gammas) - naive).abs() < 1e-12);
         let mut f = |p: &[f64]| {
             mmd_grad(
                 &Matrix::from_vec(7, 3, p.to_vec()).unwrap(),

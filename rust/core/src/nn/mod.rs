@@ -6,11 +6,13 @@ pub mod bjorck;
 pub mod cayley;
 pub mod dense;
 pub mod groupsort;
+pub mod icnn;
 pub mod mlp;
 pub mod orthogonal;
 pub mod potential;
 
 pub use activation::Activation;
+pub use icnn::{Icnn, IcnnInit};
 pub use mlp::Mlp;
 pub use orthogonal::{OrthoKind, OrthoLinear};
 pub use potential::Potential;

@@ -19,7 +19,7 @@ use crate::parallel::{current_threads, map_ranges, row_ranges};
 use crate::rng::{EpochSampler, Rng};
 use rayon::prelude::*;
 
-use super::{Monitor, Progress};
+use super::{EarlyStop, Monitor, Progress, REPORT_EVERY, check_batch, check_data, mean};
 
 /// The reference's guard inside every log in the GAN losses.
 const LOG_EPS: f32 = 1e-6;
@@ -171,45 +171,6 @@ pub struct StepHistory {
 /// Held-out cells per side scored by the energy distance at each evaluation.
 pub const VALID_ENERGY_CELLS: usize = 1024;
 
-/// How often the monitor is called (iterations); also bounds how quickly Ctrl-C is seen.
-pub const REPORT_EVERY: usize = 25;
-
-fn check_data(name: &'static str, x: MatView<'_, f32>, d: usize) -> Result<()> {
-    if x.rows() == 0 {
-        return Err(Error::invalid(name, "has no cells"));
-    }
-    if x.cols() != d {
-        return Err(Error::shape(
-            name,
-            format!("(n, {d})"),
-            format!("({}, {})", x.rows(), x.cols()),
-        ));
-    }
-    if !x.as_slice().iter().all(|v| v.is_finite()) {
-        return Err(Error::invalid(name, "contains NaN or infinite values"));
-    }
-    Ok(())
-}
-
-fn check_batch(batch: usize, n_train: usize, side: &str) -> Result<()> {
-    if batch == 0 {
-        return Err(Error::invalid("batch_size", "must be >= 1"));
-    }
-    if batch > n_train {
-        return Err(Error::invalid(
-            "batch_size",
-            format!(
-                "{batch} exceeds the {n_train} {side} cells available for training; lower batch_size or supply more cells"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn mean(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
-}
-
 /// Trains `pot` in place on `source` and `target` (training cells) and reports the dual
 /// estimate on `valid_source` / `valid_target` (may be empty).
 pub fn train_potential(
@@ -308,51 +269,6 @@ pub fn train_potential(
         hist.best_iter = it;
     }
     Ok(hist)
-}
-
-/// Opt-in early stopping on a held-out score (higher is better). The best parameters seen
-/// are kept; training stops after `patience` evaluations without a relative gain of
-/// `min_rel` over the score of the last such gain, so slow drifts upwards do not keep it
-/// going, while the parameters restored are still the best ones evaluated.
-struct EarlyStop {
-    patience: usize,
-    min_rel: f64,
-    anchor: Option<f64>,
-    stale: usize,
-    best: Option<(f64, Vec<f32>, usize)>,
-}
-
-impl EarlyStop {
-    fn new(patience: usize, min_rel: f64) -> Self {
-        Self {
-            patience,
-            min_rel,
-            anchor: None,
-            stale: 0,
-            best: None,
-        }
-    }
-
-    /// Records the score at iteration `iter`; true when training should stop.
-    fn update(&mut self, score: f64, params: &[f32], iter: usize) -> bool {
-        if self.best.as_ref().is_none_or(|(b, _, _)| score > *b) {
-            self.best = Some((score, params.to_vec(), iter));
-        }
-        if self
-            .anchor
-            .is_none_or(|a| score > a + self.min_rel * a.abs())
-        {
-            self.anchor = Some(score);
-            self.stale = 0;
-        } else {
-            self.stale += 1;
-        }
-        self.stale >= self.patience
-    }
-
-    fn into_best(self) -> Option<(Vec<f32>, usize)> {
-        self.best.map(|(_, p, it)| (p, it))
-    }
 }
 
 /// Unit transport directions u(x) = grad f(x) / (||grad f(x)|| + 1e-6).
@@ -813,24 +729,6 @@ pub fn transport(
 mod tests {
     use super::*;
     use crate::solvers::silent;
-
-    #[test]
-    fn early_stop_keeps_the_best_and_counts_only_significant_gains() {
-        let mut stop = EarlyStop::new(2, 1e-3);
-        // Gains below 0.1% do not reset the count, but the best score is still the one kept.
-        assert!(!stop.update(1.0, &[1.0], 10));
-        assert!(!stop.update(1.0005, &[2.0], 20));
-        assert!(stop.update(1.0008, &[3.0], 30));
-        assert_eq!(stop.into_best(), Some((vec![3.0], 30)));
-        let mut stop = EarlyStop::new(2, 1e-3);
-        assert!(!stop.update(-5.0, &[1.0], 1));
-        assert!(!stop.update(-4.0, &[2.0], 2));
-        assert!(!stop.update(-4.5, &[3.0], 3));
-        assert!(!stop.update(-3.0, &[4.0], 4));
-        assert!(!stop.update(-3.5, &[5.0], 5));
-        assert!(stop.update(-3.1, &[6.0], 6));
-        assert_eq!(stop.into_best(), Some((vec![4.0], 4)));
-    }
 
     /// Mean of T(x) - x over the rows.
     fn mean_displacement(t: &Matrix<f32>, x: &Matrix<f32>) -> Vec<f32> {
