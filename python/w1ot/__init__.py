@@ -1,7 +1,7 @@
 """w1ot: fast Wasserstein-1 neural optimal transport for single-cell perturbation prediction.
 
 The numerical core is Rust (``w1ot._core``); this package is the NumPy-facing layer:
-``W1OT`` (models), ``baselines``, ``benchmark`` (the paper's evaluation protocol),
+``W1OT`` and ``W2OT`` (solvers), ``baselines``, ``benchmark`` (the paper's evaluation protocol),
 ``datasets`` (toy data), ``metrics`` (numba), ``plotting`` (matplotlib).
 
 Names are loaded on first use, so ``import w1ot.datasets`` (say) does not load the
@@ -20,9 +20,10 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 _LAZY = {
-    "W1OT": "w1ot.models",
-    "Progress": "w1ot.models",
-    "TrainingError": "w1ot.models",
+    "W1OT": "w1ot.solvers",
+    "W2OT": "w1ot.solvers",
+    "Progress": "w1ot.solvers",
+    "TrainingError": "w1ot.solvers",
     "ModelFileError": "w1ot.io",
 }
 _SUBMODULES = {
@@ -31,16 +32,16 @@ _SUBMODULES = {
     "datasets",
     "io",
     "metrics",
-    "models",
+    "solvers",
     "plotting",
     "preprocessing",
 }
 
-__all__ = ["W1OT", "ModelFileError", "Progress", "TrainingError", "__version__"]
+__all__ = ["W1OT", "W2OT", "ModelFileError", "Progress", "TrainingError", "__version__"]
 
 if TYPE_CHECKING:
     from w1ot.io import ModelFileError
-    from w1ot.models import W1OT, Progress, TrainingError
+    from w1ot.solvers import W1OT, W2OT, Progress, TrainingError
 
 
 def __getattr__(name: str):

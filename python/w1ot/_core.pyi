@@ -311,3 +311,64 @@ class W1Core:
         """Flat parameters: ``potential``, ``step``, ``discriminator``."""
     def set_state(self, state: dict[str, ArrayLike]) -> None:
         """Restores parameters from :meth:`get_state` (lengths must match)."""
+
+@final
+class W2Core:
+    """The W2 baseline's state: input-convex potentials f and g (float32), the map
+    ``T(x) = grad_x g(x)``. ``fit`` runs CellOT's min-max training; it releases the GIL,
+    calls ``callback(stage, iteration, total, loss, valid)`` every few outer iterations
+    (returning ``False`` stops with KeyboardInterrupt, as Ctrl-C does) and leaves the state
+    unchanged on any error. Batches are split into fixed-size blocks, so the result does not
+    depend on ``n_threads``. :class:`w1ot.W2OT` is the user-facing model built on this.
+    """
+
+    def __new__(
+        cls,
+        dim: int,
+        *,
+        hidden: Sequence[int] = ...,
+        negative_slope: float = 0.2,
+        init: Literal["uniform", "torch"] = "uniform",
+        init_scale: float = 0.1,
+        seed: int = 0,
+    ) -> W2Core: ...
+    @property
+    def dim(self) -> int:
+        """Number of features."""
+    def fit(
+        self,
+        source: ArrayLike,
+        target: ArrayLike,
+        valid_source: ArrayLike | None = None,
+        valid_target: ArrayLike | None = None,
+        *,
+        iters: int = 100000,
+        inner_iters: int = 10,
+        batch_size: int = 256,
+        lr: float = 0.0001,
+        betas: tuple[float, float] = ...,
+        eps: float = 1e-08,
+        penalty: float = 1.0,
+        eval_every: int = 250,
+        select_best: bool = True,
+        patience: int | None = None,
+        min_rel_improvement: float = 0.01,
+        mmd_gammas: Sequence[float] | None = None,
+        n_threads: int = 0,
+        callback: Callable[[str, int, int, float, float | None], bool | None] | None = None,
+    ) -> dict[str, NDArray[np.float32] | NDArray[np.int64] | int]:
+        """Trains f and g; returns the history: ``g_loss``, ``f_loss`` per outer iteration,
+        held-out ``w2_valid`` (W2^2 / 2) and ``mmd_valid`` at ``eval_iters``, ``best_iter``
+        (the parameters kept: the lowest held-out MMD when ``select_best``)."""
+    def transport(self, x: ArrayLike) -> _Float32Array:
+        """T(x) = grad g(x) per row."""
+    def potential_f(self, x: ArrayLike) -> _Float32Array:
+        """f(x) per row."""
+    def potential_g(self, x: ArrayLike) -> _Float32Array:
+        """g(x) per row."""
+    def w2_distance(self, source: ArrayLike, target: ArrayLike) -> float:
+        """The estimate of W2^2 / 2 (CellOT's convention) on the given cells."""
+    def get_state(self) -> dict[str, _Float32Array]:
+        """Flat parameters: ``f``, ``g``."""
+    def set_state(self, state: dict[str, ArrayLike]) -> None:
+        """Restores parameters from :meth:`get_state` (lengths must match)."""

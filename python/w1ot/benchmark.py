@@ -118,16 +118,20 @@ def _is_estimator(obj) -> bool:
     return callable(getattr(obj, "fit", None)) and callable(getattr(obj, "transport", None))
 
 
-def _factory_for(spec, w1ot_kwargs: Mapping[str, Any]) -> tuple[str, Callable[[int], Any]]:
-    """(default name, factory(seed) -> unfitted estimator) of a method spec."""
+def _factory_for(
+    spec, solver_kwargs: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, Callable[[int], Any]]:
+    """(default name, factory(seed) -> unfitted estimator) of a method spec; the solvers'
+    keyword arguments come from ``solver_kwargs[name]``."""
     if isinstance(spec, str):
         key = spec.lower()
-        if key == "w1ot":
-            from w1ot.models import W1OT
+        if key in ("w1ot", "w2ot"):
+            from w1ot.solvers import W1OT, W2OT
 
-            kwargs = {"progress": False, **w1ot_kwargs}
-            W1OT(**{**kwargs, "seed": kwargs.get("seed", 0)})  # fail early on bad kwargs
-            return key, lambda seed: W1OT(**{"seed": seed, **kwargs})
+            cls = W1OT if key == "w1ot" else W2OT
+            kwargs = {"progress": False, **solver_kwargs.get(key, {})}
+            cls(**{**kwargs, "seed": kwargs.get("seed", 0)})  # fail early on bad kwargs
+            return key, lambda seed: cls(**{"seed": seed, **kwargs})
         if key == "identity":
             return key, lambda seed: Identity()
         if key == "observed":
@@ -135,7 +139,7 @@ def _factory_for(spec, w1ot_kwargs: Mapping[str, Any]) -> tuple[str, Callable[[i
         if key == "mean_shift":
             return key, lambda seed: MeanShift(seed=seed)
         raise ValueError(
-            f"unknown method {spec!r}: choose from {list(DEFAULT_METHODS)} or pass an object "
+            f"unknown method {spec!r}: choose from {[*DEFAULT_METHODS, 'w2ot']} or pass an object "
             "with fit/transport (or a factory returning one)"
         )
     if isinstance(spec, type):
@@ -156,7 +160,7 @@ def _factory_for(spec, w1ot_kwargs: Mapping[str, Any]) -> tuple[str, Callable[[i
     )
 
 
-def _resolve_methods(methods, w1ot_kwargs) -> list[tuple[str, Callable[[int], Any]]]:
+def _resolve_methods(methods, solver_kwargs) -> list[tuple[str, Callable[[int], Any]]]:
     if isinstance(methods, (str, type)) or _is_estimator(methods):
         methods = [methods]
     items = list(methods.items()) if isinstance(methods, Mapping) else [(None, m) for m in methods]
@@ -166,7 +170,7 @@ def _resolve_methods(methods, w1ot_kwargs) -> list[tuple[str, Callable[[int], An
     for name, spec in items:
         if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
             name, spec = spec
-        default, factory = _factory_for(spec, w1ot_kwargs)
+        default, factory = _factory_for(spec, solver_kwargs)
         name = str(name) if name is not None else default
         if name in [n for n, _ in out]:
             raise ValueError(f"duplicate method name {name!r}; pass a mapping name -> method")
@@ -310,6 +314,7 @@ def run_benchmark(
     n_top_genes: int | None = None,
     normalize: bool = False,
     w1ot_kwargs: Mapping[str, Any] | None = None,
+    w2ot_kwargs: Mapping[str, Any] | None = None,
     test_fraction: float = 0.2,
     min_test: int = 500,
     max_test: int = 1000,
@@ -351,7 +356,7 @@ def run_benchmark(
     perturbations : label or list of labels, optional
         Perturbations to evaluate (default: every other label).
     methods : sequence or mapping
-        Each a name (``"identity"``, ``"observed"``, ``"mean_shift"``, ``"w1ot"``), an object
+        Each a name (``"identity"``, ``"observed"``, ``"mean_shift"``, ``"w1ot"``, ``"w2ot"``), an object
         with ``fit``/``transport`` (deep-copied for every run: pass it unfitted) or a factory
         returning one (a class or function; called with ``seed=`` if it accepts it). A mapping,
         or ``(name, method)`` pairs, set the names used in the results.
@@ -370,6 +375,8 @@ def run_benchmark(
     w1ot_kwargs : mapping, optional
         Keyword arguments of :class:`w1ot.W1OT` for the ``"w1ot"`` method (``progress`` is
         off by default; ``seed`` defaults to a per-run seed).
+    w2ot_kwargs : mapping, optional
+        The same for :class:`w1ot.W2OT` and the ``"w2ot"`` method (the W2 baseline).
     test_fraction, min_test, max_test : float, int, int
         The split rule (0.2, 500, 1000), see :func:`test_size`.
     top_k : int
@@ -445,7 +452,9 @@ def run_benchmark(
                 f"perturbation {p!r} not found in adata.obs[{condition_key!r}] "
                 f"(labels: {present[:20]})"
             )
-    method_list = _resolve_methods(methods, dict(w1ot_kwargs or {}))
+    method_list = _resolve_methods(
+        methods, {"w1ot": dict(w1ot_kwargs or {}), "w2ot": dict(w2ot_kwargs or {})}
+    )
     data = _Data(adata, layer, genes, n_top_genes, normalize)
     n_features = data.cols.shape[0]
     feat_top = f"top{top_k}"
@@ -625,6 +634,7 @@ def run_benchmark(
             "normalize": bool(normalize),
             "n_top_genes": n_top_genes,
             "w1ot_kwargs": dict(w1ot_kwargs or {}),
+            "w2ot_kwargs": dict(w2ot_kwargs or {}),
             "split_rule": rule,
             "top_k": int(top_k),
             "rank_by": rank_by,
@@ -945,13 +955,20 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--min-test", type=int, default=500)
     p.add_argument("--max-test", type=int, default=1000)
     p.add_argument("--iters", type=int, help="W1OT iterations of both stages")
-    p.add_argument("--threads", type=int, default=0, help="W1OT threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="solver threads (0: all cores)")
     p.add_argument(
         "--w1ot",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="a W1OT keyword argument, e.g. step_lr=1e-3 (repeatable)",
+    )
+    p.add_argument(
+        "--w2ot",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a W2OT keyword argument for the 'w2ot' method, e.g. iters=20000 (repeatable)",
     )
     p.add_argument("--ood-column", help="o.o.d. mode: obs column of the held-out groups")
     p.add_argument("--ood-value", action="append", help="held-out value (repeatable; default: all)")
@@ -982,11 +999,16 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"n_threads": args.threads}
     if args.iters is not None:
         kwargs["potential_iters"] = kwargs["step_iters"] = args.iters
-    for spec in args.w1ot:
-        key, sep, val = spec.partition("=")
-        if not sep:
-            raise SystemExit(f"--w1ot {spec!r}: expected KEY=VALUE")
-        kwargs[key.strip()] = _parse_value(val.strip())
+    w2_kwargs: dict[str, Any] = {"n_threads": args.threads}
+    for flag_name, specs, target in (
+        ("--w1ot", args.w1ot, kwargs),
+        ("--w2ot", args.w2ot, w2_kwargs),
+    ):
+        for spec in specs:
+            key, sep, val = spec.partition("=")
+            if not sep:
+                raise SystemExit(f"{flag_name} {spec!r}: expected KEY=VALUE")
+            target[key.strip()] = _parse_value(val.strip())
     genes = None
     if args.genes_file:
         with open(args.genes_file) as fh:
@@ -1006,6 +1028,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         n_top_genes=args.hvg,
         normalize=args.normalize,
         w1ot_kwargs=kwargs,
+        w2ot_kwargs=w2_kwargs,
         test_fraction=args.test_fraction,
         min_test=args.min_test,
         max_test=args.max_test,

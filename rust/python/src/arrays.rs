@@ -6,6 +6,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use w1ot_core::{Error, MatView, Matrix};
 
 use crate::errors::detached;
@@ -148,4 +149,40 @@ pub fn to_numpy2<'py>(py: Python<'py>, m: Matrix<f32>) -> PyResult<Bound<'py, Py
 
 pub fn to_numpy1(py: Python<'_>, v: Vec<f32>) -> Bound<'_, PyArray1<f32>> {
     PyArray1::from_vec(py, v)
+}
+
+/// Named float32 vectors as a dict of NumPy arrays (training histories, parameter states).
+pub fn f32_dict<'py>(
+    py: Python<'py>,
+    items: Vec<(&str, Vec<f32>)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in items {
+        d.set_item(k, to_numpy1(py, v))?;
+    }
+    Ok(d)
+}
+
+pub fn usize_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+    PyArray1::from_vec(py, v.into_iter().map(|x| x as i64).collect())
+}
+
+/// Held-out source and target cells, validated, or neither.
+pub type ValidPair<'py> = Option<(PyReadonlyArray2<'py, f32>, PyReadonlyArray2<'py, f32>)>;
+
+pub fn valid_pair<'py>(
+    vs: Option<&Bound<'py, PyAny>>,
+    vt: Option<&Bound<'py, PyAny>>,
+    d: usize,
+) -> PyResult<ValidPair<'py>> {
+    match (vs, vt) {
+        (Some(s), Some(t)) => Ok(Some((
+            matrix_arg(s, "valid_source", Some(d))?,
+            matrix_arg(t, "valid_target", Some(d))?,
+        ))),
+        (None, None) => Ok(None),
+        _ => Err(PyValueError::new_err(
+            "valid_source and valid_target must be given together",
+        )),
+    }
 }

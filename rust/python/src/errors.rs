@@ -54,6 +54,17 @@ pub fn count_arg(v: i64, name: &str, min: i64) -> PyResult<usize> {
     Ok(v as usize)
 }
 
+/// A finite number > 0.
+pub fn positive_f64(v: f64, name: &str) -> PyResult<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name}: must be a positive number, got {v}"
+        )))
+    }
+}
+
 /// A caught Rust panic as a RuntimeError: inputs are validated first, so it is a bug.
 pub fn internal_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
     let what = payload

@@ -9,8 +9,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod arrays;
 mod errors;
 mod nn;
-mod solver;
 mod training;
+mod w1;
+mod w2;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,7 +20,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nn::PyPotential>()?;
     m.add_class::<nn::PyMlp>()?;
     m.add_class::<nn::PyAdam>()?;
-    m.add_class::<solver::PyW1>()?;
+    m.add_class::<w1::PyW1>()?;
+    m.add_class::<w2::PyW2>()?;
     m.add_function(wrap_pyfunction!(nn::cosine_lr, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort_backward, m)?)?;

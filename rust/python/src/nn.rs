@@ -80,6 +80,15 @@ pub fn activation(name: &str, negative_slope: f64, arg: &str) -> PyResult<Activa
     })
 }
 
+pub fn adam_config(betas: (f64, f64), eps: f64, weight_decay: f64) -> AdamConfig {
+    AdamConfig {
+        beta1: betas.0,
+        beta2: betas.1,
+        eps,
+        weight_decay,
+    }
+}
+
 pub fn widths(hidden: Vec<i64>, name: &str) -> PyResult<Vec<usize>> {
     hidden.into_iter().map(|h| count_arg(h, name, 1)).collect()
 }

@@ -393,6 +393,19 @@ pub fn train(
     Ok(hist)
 }
 
+/// Floating-point operations (2 per multiply-add of the matrix products, which dominate) of
+/// one outer iteration as implemented here: `inner` g steps (g forward, input gradient, f
+/// forward and input gradient at T, the second-order backward) and one f step (T, then f's
+/// forward and parameter backward on both batches).
+pub fn outer_iteration_flops(d: usize, hidden: &[usize], batch: usize, inner: usize) -> u64 {
+    let h_sum: usize = hidden.iter().sum();
+    let a = (h_sum + 1) * d; // every A_k x
+    let w: usize = hidden.windows(2).map(|p| p[0] * p[1]).sum::<usize>() + hidden[hidden.len() - 1];
+    let g_step = 5 * a + (h_sum + hidden[0]) * d + 6 * w;
+    let f_step = 6 * a + 8 * w;
+    2 * (batch * (inner * g_step + f_step)) as u64
+}
+
 /// T(x) = grad g(x) for every row.
 pub fn transport(g: &Icnn<f32>, x: MatView<'_, f32>) -> Result<Matrix<f32>> {
     g.gradient(x)

@@ -8,49 +8,29 @@ onto the target. The numerical work runs in the Rust core with the GIL released.
 
 from __future__ import annotations
 
-import math
-import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from w1ot import _core
-from w1ot._validation import as_cells
-from w1ot.io import load_model, save_model
-from w1ot.projection import PCA, resolve_components
+from w1ot.solvers._base import (
+    Progress,
+    ProgressReporter,
+    Solver,
+    choice,
+    components,
+    flag,
+    integer,
+    number,
+    widths,
+)
+from w1ot.solvers._base import positive as positive_number
 
-__all__ = ["W1OT", "Progress", "TrainingError"]
-
-TrainingError = _core.TrainingError
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a training callback receives every few iterations."""
-
-    stage: str  # "potential" or "step_size"
-    iteration: int
-    total: int
-    loss: float
-    # held-out dual W1 estimate (potential); for the step size, D(real) - D(fake) with
-    # step_loss="gan", else the energy distance between transported and target cells
-    valid: float | None
+__all__ = ["W1OT"]
 
 
-def _widths(v: Sequence[int], name: str) -> list[int]:
-    try:
-        out = [int(h) for h in v]
-    except TypeError as exc:
-        raise TypeError(f"{name} must be a sequence of layer widths") from exc
-    if not out or any(h < 1 for h in out):
-        raise ValueError(f"{name} must be a non-empty sequence of positive widths, got {list(v)}")
-    return out
-
-
-class W1OT:
+class W1OT(Solver):
     """Wasserstein-1 neural optimal transport (Chen et al.), with a Rust core.
 
     All arguments are keyword-only; defaults follow the paper's implementation except
@@ -136,30 +116,22 @@ class W1OT:
         n_threads: int = 0,
         progress: bool = False,
     ) -> None:
-        self.hidden = _widths(hidden, "hidden")
-        self.step_hidden = _widths(step_hidden, "step_hidden")
-        if orthogonal not in ("cayley", "bjorck"):
-            raise ValueError(f"orthogonal must be 'cayley' or 'bjorck', got {orthogonal!r}")
-        for name, v in [
-            ("group_size", group_size),
-            ("bjorck_iters", bjorck_iters),
-            ("batch_size", batch_size),
-            ("eval_every", eval_every),
-            ("patience", patience),
-        ]:
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name, v in [
-            ("potential_iters", potential_iters),
-            ("step_iters", step_iters),
-            ("seed", seed),
-            ("n_threads", n_threads),
-        ]:
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        bad = [h for h in self.hidden if h % group_size]
+        self.hidden = widths(hidden, "hidden")
+        self.step_hidden = widths(step_hidden, "step_hidden")
+        self.orthogonal = choice(orthogonal, "orthogonal", ("cayley", "bjorck"))
+        self.group_size = integer(group_size, "group_size", 1)
+        self.bjorck_iters = integer(bjorck_iters, "bjorck_iters", 1)
+        self.batch_size = integer(batch_size, "batch_size", 1)
+        self.eval_every = integer(eval_every, "eval_every", 1)
+        self.patience = integer(patience, "patience", 1)
+        self.potential_iters = integer(potential_iters, "potential_iters", 0)
+        self.step_iters = integer(step_iters, "step_iters", 0)
+        self.seed = integer(seed, "seed", 0)
+        self.n_threads = integer(n_threads, "n_threads", 0)
+        bad = [h for h in self.hidden if h % self.group_size]
         if bad:
             raise ValueError(f"group_size={group_size} must divide every hidden width, not {bad}")
+        self.step_loss = choice(step_loss, "step_loss", ("gan", "energy", "mmd"))
         # The reference's 1e-4 (constant) was set for its GAN; the energy objective, a plain
         # minimisation, reaches lower MMD on every dataset measured with 1e-2 annealed to
         # 1e-4 (README, Step-size learning rate), and on thin toy shapes needs it.
@@ -168,60 +140,35 @@ class W1OT:
             step_lr = 1e-2 if energy else 1e-4
         if step_lr_decay is None:
             step_lr_decay = 0.01 if energy else 1.0
-        for name, v in [("potential_lr", potential_lr), ("step_lr", step_lr), ("disc_lr", disc_lr)]:
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        if not (0 <= potential_lr_min <= potential_lr):
+        self.potential_lr = positive_number(potential_lr, "potential_lr")
+        self.step_lr = positive_number(step_lr, "step_lr")
+        self.disc_lr = positive_number(disc_lr, "disc_lr")
+        self.potential_lr_min = number(potential_lr_min, "potential_lr_min")
+        if not (0 <= self.potential_lr_min <= self.potential_lr):
             raise ValueError(
                 f"potential_lr_min must be in [0, potential_lr], got {potential_lr_min!r}"
             )
-        if not (0.0 <= valid_fraction < 1.0):
+        self.valid_fraction = number(valid_fraction, "valid_fraction")
+        if not (0.0 <= self.valid_fraction < 1.0):
             raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
-        self.group_size = int(group_size)
-        self.orthogonal = orthogonal
-        self.bjorck_iters = int(bjorck_iters)
-        self.potential_iters = int(potential_iters)
-        self.step_iters = int(step_iters)
-        self.batch_size = int(batch_size)
-        self.potential_lr = float(potential_lr)
-        self.potential_lr_min = float(potential_lr_min)
-        self.step_lr = float(step_lr)
-        self.disc_lr = float(disc_lr)
-        self.valid_fraction = float(valid_fraction)
-        self.eval_every = int(eval_every)
-        self.early_stopping = bool(early_stopping)
-        self.patience = int(patience)
-        self.positive = bool(positive)
-        if step_loss not in ("gan", "energy", "mmd"):
-            raise ValueError(f"step_loss must be 'gan', 'energy' or 'mmd', got {step_loss!r}")
-        if not (0.0 <= label_smoothing < 1.0):
+        self.early_stopping = flag(early_stopping, "early_stopping")
+        self.positive = flag(positive, "positive")
+        self.progress = flag(progress, "progress")
+        self.label_smoothing = number(label_smoothing, "label_smoothing")
+        if not (0.0 <= self.label_smoothing < 1.0):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        for name, v in [
-            ("instance_noise", instance_noise),
-            ("mean_shift_penalty", mean_shift_penalty),
-        ]:
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if not (0.0 < step_lr_decay <= 1.0):
+        self.instance_noise = number(instance_noise, "instance_noise")
+        self.mean_shift_penalty = number(mean_shift_penalty, "mean_shift_penalty")
+        for name in ("instance_noise", "mean_shift_penalty"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"{name} must be a finite number >= 0, got {getattr(self, name)!r}"
+                )
+        self.step_lr_decay = number(step_lr_decay, "step_lr_decay")
+        if not (0.0 < self.step_lr_decay <= 1.0):
             raise ValueError(f"step_lr_decay must be in (0, 1], got {step_lr_decay!r}")
-        self.step_loss = step_loss
-        resolve_components(n_components, 2**62, self.hidden[0])  # type and range, early
-        # None, "auto" or a plain int (numpy integers converted, for the JSON of save)
-        self.n_components = (
-            int(n_components) if isinstance(n_components, np.integer) else n_components
-        )
-        self.step_lr_decay = float(step_lr_decay)
-        self.label_smoothing = float(label_smoothing)
-        self.instance_noise = float(instance_noise)
-        self.mean_shift_penalty = float(mean_shift_penalty)
-        self.seed = int(seed)
-        self.n_threads = int(n_threads)
-        self.progress = bool(progress)
-        self._core: Any = None
-        self._pca: PCA | None = None
-        self._n_features = 0
-        self.history: dict[str, np.ndarray] = {}
-        self.fit_time_: dict[str, float] = {}
+        self.n_components = components(n_components, self.hidden[0])
+        self._init_state()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -253,53 +200,12 @@ class W1OT:
         "n_threads",
         "progress",
     )
-
-    def get_params(self) -> dict[str, Any]:
-        """The configuration, as keyword arguments for ``W1OT(**params)``."""
-        return {
-            k: (list(v) if isinstance(v, list) else v)
-            for k in self._CONFIG
-            for v in [getattr(self, k)]
-        }
-
-    def __repr__(self) -> str:
-        fitted = "fitted" if self.is_fitted else "not fitted"
-        return f"W1OT(hidden={self.hidden}, group_size={self.group_size}, orthogonal={self.orthogonal!r}, {fitted})"
-
-    @property
-    def is_fitted(self) -> bool:
-        return self._core is not None
-
-    @property
-    def n_features(self) -> int:
-        self._check_fitted()
-        return self._n_features
-
-    @property
-    def latent_dim(self) -> int | None:
-        """Principal components the transport was learned in (``None``: the feature space)."""
-        self._check_fitted()
-        return None if self._pca is None else self._pca.n_components
-
-    @property
-    def pca(self) -> PCA | None:
-        """The fitted projection (``mean``, ``components``), or ``None``."""
-        self._check_fitted()
-        return self._pca
+    _CORE = "W1Core"
+    _CORE_OPTIONS = ("hidden", "group_size", "orthogonal", "bjorck_iters", "step_hidden")
 
     # -- fitting -------------------------------------------------------------------------
 
-    def _split(
-        self, x: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        n_valid = math.floor(self.valid_fraction * x.shape[0])
-        if n_valid == 0:
-            return x, None
-        perm = rng.permutation(x.shape[0])
-        valid, train = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])
-        return x[train], x[valid]
-
-    def fit(self, source, target, *, callback: Callable[[Progress], Any] | None = None) -> W1OT:
+    def fit(self, source, target, *, callback: Callable[[Progress], object] | None = None) -> W1OT:
         """Learns the potential, then the step size, from unpaired ``source`` and ``target``
         cells (arrays of shape (n_cells, n_features)).
 
@@ -307,44 +213,12 @@ class W1OT:
         fit with KeyboardInterrupt, as Ctrl-C does. A stopped or failed fit leaves the model
         as it was. Training that diverges raises :class:`TrainingError`.
         """
-        import time
-
-        src = as_cells(source, "source", dtype=np.float32)
-        tgt = as_cells(target, "target", dtype=np.float32, n_features=src.shape[1])
-        rng = np.random.default_rng(self.seed)
-        src_train, src_valid = self._split(src, rng)
-        tgt_train, tgt_valid = self._split(tgt, rng)
-        for name, arr in (("source", src_train), ("target", tgt_train)):
-            if arr.shape[0] < self.batch_size:
-                raise ValueError(
-                    f"batch_size={self.batch_size} exceeds the {arr.shape[0]} training cells of "
-                    f"{name} (after holding out valid_fraction={self.valid_fraction}); "
-                    "lower batch_size or supply more cells"
-                )
-        valid = (
-            (src_valid, tgt_valid)
-            if src_valid is not None and tgt_valid is not None
-            else (None, None)
-        )
-        k = resolve_components(self.n_components, src.shape[1], self.hidden[0])
-        pca = None
-        if k is not None:
-            pca = PCA.fit(np.vstack([src_train, tgt_train]), k)
-            src_train, tgt_train = pca.encode(src_train), pca.encode(tgt_train)
-            valid = tuple(None if v is None else pca.encode(v) for v in valid)
-        core = _core.W1Core(
-            src_train.shape[1],
-            hidden=self.hidden,
-            group_size=self.group_size,
-            orthogonal=self.orthogonal,
-            bjorck_iters=self.bjorck_iters,
-            step_hidden=self.step_hidden,
-            seed=self.seed,
-        )
+        src_train, tgt_train, valid, pca, n_features = self._prepare(source, target)
+        core = self._new_core(src_train.shape[1])
         history: dict[str, np.ndarray] = {}
         times: dict[str, float] = {}
 
-        with _ProgressReporter(self.progress, callback) as report:
+        with ProgressReporter(self.progress, callback) as report:
             t0 = time.perf_counter()
             ph = core.fit_potential(
                 src_train,
@@ -400,8 +274,7 @@ class W1OT:
             "energy_valid",
         ):
             history[k] = sh[k]
-        self._core, self.history, self.fit_time_ = core, history, times
-        self._pca, self._n_features = pca, src.shape[1]
+        self._set_fitted(core, pca, n_features, history, times)
         # The scale of a plausible step: under W1-optimal transport the mean displacement is W1
         # itself (held-out estimate); the distance between the means bounds it from below.
         shift = float(
@@ -451,37 +324,12 @@ class W1OT:
 
     # -- inference -----------------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
-        if self._core is None:
-            raise RuntimeError("this W1OT is not fitted yet: call fit(source, target) first")
-
-    def _cells(self, x, name: str = "x") -> np.ndarray:
-        self._check_fitted()
-        return as_cells(x, name, dtype=np.float32, n_features=self._n_features)
-
-    def _latent(self, x, name: str = "x") -> np.ndarray:
-        """Validated cells in the space the core works in."""
-        x = self._cells(x, name)
-        return x if self._pca is None else self._pca.encode(x)
-
-    def _lifted(self, v: np.ndarray) -> np.ndarray:
-        return v if self._pca is None else self._pca.lift(v).astype(np.float32)
-
-    def _fitted_core(self) -> Any:
-        self._check_fitted()
-        return self._core
-
     def transport(self, x) -> np.ndarray:
         """T(x) = x - eta(x) u(x) for each row of ``x`` (clipped at 0 if ``positive``)."""
         core = self._fitted_core()
         if self._pca is None:
             return core.transport(self._cells(x), positive=self.positive)
-        x = self._cells(x)
-        z = self._pca.encode(x)
-        out = x + self._pca.lift(core.transport(z) - z)
-        if self.positive:
-            np.maximum(out, 0.0, out=out)
-        return out.astype(np.float32)
+        return self._moved(x, core.transport, self.positive)
 
     def potential(self, x) -> np.ndarray:
         """The Kantorovich potential f(x), one value per row."""
@@ -505,100 +353,3 @@ class W1OT:
         fs = core.potential(self._latent(source, "source"))
         ft = core.potential(self._latent(target, "target"))
         return float(np.mean(fs, dtype=np.float64) - np.mean(ft, dtype=np.float64))
-
-    # -- persistence ---------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Saves configuration, parameters and history to ``path`` (.npz, no pickle)."""
-        self._check_fitted()
-        state = self._core.get_state()
-        arrays = {f"param/{k}": v for k, v in state.items()}
-        arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
-        if self._pca is not None:
-            arrays.update({"pca/mean": self._pca.mean, "pca/components": self._pca.components})
-        meta = {
-            "class": "W1OT",
-            "config": self.get_params(),
-            "n_features": self.n_features,
-            "fit_time": self.fit_time_,
-        }
-        save_model(path, meta, arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> W1OT:
-        """Loads a model written by :meth:`save`."""
-        meta, arrays = load_model(path, "W1OT")
-        # Files written before n_components existed hold full-space models.
-        model = cls(**{"n_components": None, **meta["config"]})
-        n_features = int(meta["n_features"])
-        pca = None
-        if "pca/components" in arrays:
-            try:
-                pca = PCA(arrays["pca/mean"], arrays["pca/components"])
-            except (KeyError, ValueError) as exc:
-                raise ValueError(f"{os.fspath(path)!r}: broken projection: {exc}") from exc
-            if pca.mean.shape[0] != n_features:
-                raise ValueError(f"{os.fspath(path)!r}: projection does not match n_features")
-        core = _core.W1Core(
-            n_features if pca is None else pca.n_components,
-            hidden=model.hidden,
-            group_size=model.group_size,
-            orthogonal=model.orthogonal,
-            bjorck_iters=model.bjorck_iters,
-            step_hidden=model.step_hidden,
-            seed=model.seed,
-        )
-        try:
-            core.set_state(
-                {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"{os.fspath(path)!r}: parameters do not match the configuration: {exc}"
-            ) from exc
-        model._core, model._pca, model._n_features = core, pca, n_features
-        model.history = {
-            k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")
-        }
-        model.fit_time_ = dict(meta.get("fit_time", {}))
-        return model
-
-
-class _ProgressReporter:
-    """Adapts the core's progress calls to tqdm bars and the user's callback."""
-
-    def __init__(self, show: bool, callback: Callable[[Progress], Any] | None) -> None:
-        self.show, self.callback = show, callback
-        self.bars: dict[str, Any] = {}
-        self.last_valid: dict[str, float | None] = {}
-
-    def __enter__(self) -> _ProgressReporter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-    def __call__(
-        self, stage: str, iteration: int, total: int, loss: float, valid: float | None
-    ) -> bool:
-        if self.show:
-            bar = self.bars.get(stage)
-            if bar is None:
-                from tqdm.auto import tqdm
-
-                bar = self.bars[stage] = tqdm(total=total, desc=stage.replace("_", " "), leave=True)
-                self.last_valid[stage] = None
-            bar.update(iteration - bar.n)
-            if valid is not None:
-                self.last_valid[stage] = valid
-            post = {"loss": f"{loss:.4g}"}
-            if self.last_valid[stage] is not None:
-                key = "W1 (held out)" if stage == "potential" else "held-out statistic"
-                post[key] = f"{self.last_valid[stage]:.4g}"
-            bar.set_postfix(post, refresh=False)
-            if iteration >= total:
-                bar.close()
-        if self.callback is not None:
-            return self.callback(Progress(stage, iteration, total, loss, valid)) is not False
-        return True

@@ -6,72 +6,20 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use w1ot_core::linalg::{MatView, Matrix};
 use w1ot_core::nn::{Mlp, Potential};
-use w1ot_core::optim::AdamConfig;
 use w1ot_core::rng::Rng;
 use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepValid};
 
-use crate::arrays::{matrix_arg, on_cells, to_numpy1, to_numpy2, vector_arg, view};
-use crate::errors::{IntoPyResult, count_arg};
-use crate::nn::{checked_param_count, ortho_kind, seed_arg, widths};
+use crate::arrays::{
+    f32_dict, matrix_arg, on_cells, to_numpy1, to_numpy2, usize_array, valid_pair, vector_arg, view,
+};
+use crate::errors::{IntoPyResult, count_arg, positive_f64};
+use crate::nn::{adam_config, checked_param_count, ortho_kind, seed_arg, widths};
 use crate::training;
 
 /// Seeds of the stages' random streams, derived from the model seed so that each stage
 /// can be re-run alone and still reproduce.
 const POTENTIAL_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
 const STEP_STREAM: u64 = 0xd1b5_4a32_d192_ed03;
-
-fn f32_dict<'py>(py: Python<'py>, items: Vec<(&str, Vec<f32>)>) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    for (k, v) in items {
-        d.set_item(k, to_numpy1(py, v))?;
-    }
-    Ok(d)
-}
-
-fn usize_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
-    PyArray1::from_vec(py, v.into_iter().map(|x| x as i64).collect())
-}
-
-fn positive_f64(v: f64, name: &str) -> PyResult<f64> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{name}: must be a positive number, got {v}"
-        )))
-    }
-}
-
-fn adam_config(betas: (f64, f64), eps: f64, weight_decay: f64) -> AdamConfig {
-    AdamConfig {
-        beta1: betas.0,
-        beta2: betas.1,
-        eps,
-        weight_decay,
-    }
-}
-
-fn valid_pair<'py>(
-    vs: Option<&Bound<'py, PyAny>>,
-    vt: Option<&Bound<'py, PyAny>>,
-    d: usize,
-) -> PyResult<
-    Option<(
-        numpy::PyReadonlyArray2<'py, f32>,
-        numpy::PyReadonlyArray2<'py, f32>,
-    )>,
-> {
-    match (vs, vt) {
-        (Some(s), Some(t)) => Ok(Some((
-            matrix_arg(s, "valid_source", Some(d))?,
-            matrix_arg(t, "valid_target", Some(d))?,
-        ))),
-        (None, None) => Ok(None),
-        _ => Err(PyValueError::new_err(
-            "valid_source and valid_target must be given together",
-        )),
-    }
-}
 
 #[pyclass(module = "w1ot._core", name = "W1Core")]
 pub struct PyW1 {

@@ -1,0 +1,345 @@
+"""What every solver shares: option checks, the held-out split, the latent space (principal
+components of wide data), progress reporting, the fitted state and the model file.
+
+A solver subclass declares its options (``_CONFIG``), builds its core (``_new_core``) and
+trains it (``fit``); everything here is written once for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from w1ot import _core
+from w1ot._validation import as_cells
+from w1ot.io import load_model, save_model
+from w1ot.projection import PCA, resolve_components
+
+__all__ = ["Progress", "TrainingError"]
+
+TrainingError = _core.TrainingError
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a training callback receives every few iterations."""
+
+    stage: str  # "potential", "step_size" (W1OT) or "w2" (W2OT)
+    iteration: int
+    total: int
+    loss: float
+    # the stage's held-out statistic: the dual W1 estimate (potential); D(real) - D(fake)
+    # with step_loss="gan", else the energy distance (step size); the W2 estimate (w2)
+    valid: float | None
+
+
+# -- option checks (each message names the option) ---------------------------------------
+
+
+def widths(v: Sequence[int], name: str) -> list[int]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence | np.ndarray):
+        raise TypeError(f"{name} must be a sequence of layer widths, got {v!r}")
+    out = []
+    for h in v:
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral):
+            raise TypeError(f"{name} must hold integer widths, got {h!r}")
+        out.append(int(h))
+    if not out or any(h < 1 for h in out):
+        raise ValueError(f"{name} must be a non-empty sequence of positive widths, got {list(v)}")
+    return out
+
+
+def integer(v, name: str, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    if v < minimum:
+        kind = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be a {kind} integer, got {v!r}")
+    return int(v)
+
+
+def number(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return float(v)
+
+
+def positive(v, name: str) -> float:
+    v = number(v, name)
+    if v <= 0:
+        raise ValueError(f"{name} must be a positive number, got {v!r}")
+    return v
+
+
+def flag(v, name: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def choice(v, name: str, options: Sequence[str]) -> str:
+    if v not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
+    return v
+
+
+def betas(v, name: str) -> tuple[float, float]:
+    try:
+        b1, b2 = v
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a pair of numbers, got {v!r}") from exc
+    out = (number(b1, name), number(b2, name))
+    if not all(0.0 <= b < 1.0 for b in out):
+        raise ValueError(f"{name} must be two numbers in [0, 1), got {v!r}")
+    return out
+
+
+def components(v, first_width: int) -> int | str | None:
+    resolve_components(v, 2**62, first_width)  # type and range, early
+    return int(v) if isinstance(v, np.integer) else v
+
+
+# -- the shared estimator ---------------------------------------------------------------
+
+
+class Solver:
+    """Base of :class:`~w1ot.W1OT` and :class:`~w1ot.W2OT` (not used directly)."""
+
+    _CONFIG: ClassVar[tuple[str, ...]] = ()
+    # Options that define the networks, passed to the core's constructor with the dimension.
+    _CORE_OPTIONS: ClassVar[tuple[str, ...]] = ()
+    _CORE: ClassVar[str] = ""
+
+    hidden: list[int]
+    valid_fraction: float
+    batch_size: int
+    n_components: int | str | None
+    seed: int
+
+    def _init_state(self) -> None:
+        self._core: Any = None
+        self._pca: PCA | None = None
+        self._n_features = 0
+        self.history: dict[str, np.ndarray] = {}
+        self.fit_time_: dict[str, float] = {}
+
+    def get_params(self) -> dict[str, Any]:
+        """The configuration, as keyword arguments for ``type(self)(**params)``."""
+        return {
+            k: (list(v) if isinstance(v, (list, tuple)) else v)
+            for k in self._CONFIG
+            for v in [getattr(self, k)]
+        }
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if self.is_fitted else "not fitted"
+        shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._CONFIG[:3])
+        return f"{type(self).__name__}({shown}, {fitted})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._core is not None
+
+    @property
+    def n_features(self) -> int:
+        self._check_fitted()
+        return self._n_features
+
+    @property
+    def latent_dim(self) -> int | None:
+        """Principal components the transport was learned in (``None``: the feature space)."""
+        self._check_fitted()
+        return None if self._pca is None else self._pca.n_components
+
+    @property
+    def pca(self) -> PCA | None:
+        """The fitted projection (``mean``, ``components``), or ``None``."""
+        self._check_fitted()
+        return self._pca
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def _split(
+        self, x: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        n_valid = math.floor(self.valid_fraction * x.shape[0])
+        if n_valid == 0:
+            return x, None
+        perm = rng.permutation(x.shape[0])
+        valid, train = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])
+        return x[train], x[valid]
+
+    def _prepare(self, source, target) -> tuple[np.ndarray, np.ndarray, tuple, PCA | None, int]:
+        """Validated training and held-out cells in the space the core works in:
+        (source_train, target_train, (valid_source, valid_target) or (None, None), pca,
+        n_features)."""
+        src = as_cells(source, "source", dtype=np.float32)
+        tgt = as_cells(target, "target", dtype=np.float32, n_features=src.shape[1])
+        rng = np.random.default_rng(self.seed)
+        src_train, src_valid = self._split(src, rng)
+        tgt_train, tgt_valid = self._split(tgt, rng)
+        for name, arr in (("source", src_train), ("target", tgt_train)):
+            if arr.shape[0] < self.batch_size:
+                raise ValueError(
+                    f"batch_size={self.batch_size} exceeds the {arr.shape[0]} training cells of "
+                    f"{name} (after holding out valid_fraction={self.valid_fraction}); "
+                    "lower batch_size or supply more cells"
+                )
+        valid: tuple = (
+            (src_valid, tgt_valid)
+            if src_valid is not None and tgt_valid is not None
+            else (None, None)
+        )
+        k = resolve_components(self.n_components, src.shape[1], self.hidden[0])
+        pca = None
+        if k is not None:
+            pca = PCA.fit(np.vstack([src_train, tgt_train]), k)
+            src_train, tgt_train = pca.encode(src_train), pca.encode(tgt_train)
+            valid = tuple(None if v is None else pca.encode(v) for v in valid)
+        return src_train, tgt_train, valid, pca, src.shape[1]
+
+    def _new_core(self, dim: int) -> Any:
+        return getattr(_core, self._CORE)(
+            dim, **{k: getattr(self, k) for k in self._CORE_OPTIONS}, seed=self.seed
+        )
+
+    def _set_fitted(
+        self, core: Any, pca: PCA | None, n_features: int, history: dict, times: dict
+    ) -> None:
+        self._core, self.history, self.fit_time_ = core, history, times
+        self._pca, self._n_features = pca, n_features
+
+    # -- inference -----------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if self._core is None:
+            raise RuntimeError(
+                f"this {type(self).__name__} is not fitted yet: call fit(source, target) first"
+            )
+
+    def _cells(self, x, name: str = "x") -> np.ndarray:
+        self._check_fitted()
+        return as_cells(x, name, dtype=np.float32, n_features=self._n_features)
+
+    def _latent(self, x, name: str = "x") -> np.ndarray:
+        """Validated cells in the space the core works in."""
+        x = self._cells(x, name)
+        return x if self._pca is None else self._pca.encode(x)
+
+    def _lifted(self, v: np.ndarray) -> np.ndarray:
+        return v if self._pca is None else self._pca.lift(v).astype(np.float32)
+
+    def _fitted_core(self) -> Any:
+        self._check_fitted()
+        return self._core
+
+    def _moved(self, x, move: Callable[[np.ndarray], np.ndarray], positive: bool) -> np.ndarray:
+        """Cells moved by ``move`` (a map of the core's space); with components, the move
+        happens inside their span and the rest of each cell is kept."""
+        x = self._cells(x)
+        if self._pca is None:
+            out = move(x)
+        else:
+            z = self._pca.encode(x)
+            out = x + self._pca.lift(move(z) - z)
+        if positive:
+            out = np.maximum(out, 0.0)
+        return np.asarray(out, dtype=np.float32)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Saves configuration, parameters and history to ``path`` (.npz, no pickle)."""
+        self._check_fitted()
+        state = self._core.get_state()
+        arrays = {f"param/{k}": v for k, v in state.items()}
+        arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
+        if self._pca is not None:
+            arrays.update({"pca/mean": self._pca.mean, "pca/components": self._pca.components})
+        meta = {
+            "class": type(self).__name__,
+            "config": self.get_params(),
+            "n_features": self.n_features,
+            "fit_time": self.fit_time_,
+        }
+        save_model(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Loads a model written by :meth:`save`."""
+        meta, arrays = load_model(path, cls.__name__)
+        # Files written before n_components existed hold full-space models.
+        model = cls(**{"n_components": None, **meta["config"]})
+        n_features = int(meta["n_features"])
+        pca = None
+        if "pca/components" in arrays:
+            try:
+                pca = PCA(arrays["pca/mean"], arrays["pca/components"])
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{os.fspath(path)!r}: broken projection: {exc}") from exc
+            if pca.mean.shape[0] != n_features:
+                raise ValueError(f"{os.fspath(path)!r}: projection does not match n_features")
+        core = model._new_core(n_features if pca is None else pca.n_components)
+        try:
+            core.set_state(
+                {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"{os.fspath(path)!r}: parameters do not match the configuration: {exc}"
+            ) from exc
+        history = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")}
+        model._set_fitted(core, pca, n_features, history, dict(meta.get("fit_time", {})))
+        return model
+
+
+class ProgressReporter:
+    """Adapts the core's progress calls to tqdm bars and the user's callback."""
+
+    LABELS: ClassVar[dict[str, str]] = {"potential": "W1 (held out)", "w2": "W2 (held out)"}
+
+    def __init__(self, show: bool, callback: Callable[[Progress], Any] | None) -> None:
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        self.show, self.callback = show, callback
+        self.bars: dict[str, Any] = {}
+        self.last_valid: dict[str, float | None] = {}
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+    def __call__(
+        self, stage: str, iteration: int, total: int, loss: float, valid: float | None
+    ) -> bool:
+        if self.show:
+            bar = self.bars.get(stage)
+            if bar is None:
+                from tqdm.auto import tqdm
+
+                bar = self.bars[stage] = tqdm(total=total, desc=stage.replace("_", " "), leave=True)
+                self.last_valid[stage] = None
+            bar.update(iteration - bar.n)
+            if valid is not None:
+                self.last_valid[stage] = valid
+            post = {"loss": f"{loss:.4g}"}
+            if self.last_valid[stage] is not None:
+                key = self.LABELS.get(stage, "held-out statistic")
+                post[key] = f"{self.last_valid[stage]:.4g}"
+            bar.set_postfix(post, refresh=False)
+            if iteration >= total:
+                bar.close()
+        if self.callback is not None:
+            return self.callback(Progress(stage, iteration, total, loss, valid)) is not False
+        return True
