@@ -1,15 +1,13 @@
 """Tests of w1ot.benchmark (the evaluation harness) and w1ot.preprocessing."""
 
 import argparse
-import os
-import warnings
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from datafiles import read_dataset
 from scipy.stats import mannwhitneyu
 
 from w1ot import metrics
@@ -539,30 +537,6 @@ def test_highly_variable_genes():
 # --------------------------------------------------------------------------------------------
 # real data
 # --------------------------------------------------------------------------------------------
-
-
-def data_dir() -> Path:
-    """The folder with the shared .h5ad files: $W1OT_DATA, else ../shared/data beside the
-    repository; skips the test when neither exists."""
-    env = os.environ.get("W1OT_DATA")
-    if env:
-        path = Path(env)
-        if not path.is_dir():
-            pytest.skip(f"W1OT_DATA={env} is not a directory")
-        return path
-    fallback = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if fallback.is_dir():
-        return fallback
-    pytest.skip("real datasets not found: set W1OT_DATA to the folder with the .h5ad files")
-
-
-def read_dataset(name: str):
-    path = data_dir() / name
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # old-format notices of the files
-        return anndata.read_h5ad(path)
 
 
 @pytest.mark.slow

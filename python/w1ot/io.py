@@ -32,7 +32,7 @@ def save_model(
     header = {"format": FORMAT, "version": VERSION, **meta}
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     with open(path, "wb") as fh:
-        np.savez(fh, **{_META: blob}, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        np.savez(fh, **{_META: blob}, **{k: np.asarray(v, order="C") for k, v in arrays.items()})
 
 
 def load_model(
