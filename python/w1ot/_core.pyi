@@ -372,3 +372,15 @@ class W2Core:
         """Flat parameters: ``f``, ``g``."""
     def set_state(self, state: dict[str, ArrayLike]) -> None:
         """Restores parameters from :meth:`get_state` (lengths must match)."""
+
+def iteration_flops(
+    stage: Literal["w1_potential", "w1_step_gan", "w1_step_energy", "w2"],
+    dim: int,
+    *,
+    hidden: Sequence[int] = ...,
+    batch_size: int = 256,
+    inner_iters: int = 10,
+) -> int:
+    """Floating-point operations of one training iteration of a solver stage as the core
+    implements it (2 per multiply-add of the matrix products, which dominate); ``"w2"`` is
+    one outer iteration of ``inner_iters`` g steps and one f step. For the timing suite."""

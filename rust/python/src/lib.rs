@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nn::PyAdam>()?;
     m.add_class::<w1::PyW1>()?;
     m.add_class::<w2::PyW2>()?;
+    m.add_function(wrap_pyfunction!(w2::iteration_flops, m)?)?;
     m.add_function(wrap_pyfunction!(nn::cosine_lr, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort_backward, m)?)?;

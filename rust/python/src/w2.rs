@@ -220,3 +220,36 @@ impl PyW2 {
         Ok(())
     }
 }
+
+/// Floating-point operations of one training iteration of a solver stage as the core
+/// implements it (2 per multiply-add of the products, which dominate): "w1_potential",
+/// "w1_step_gan", "w1_step_energy" or "w2" (one outer iteration). For the timing suite.
+#[pyfunction]
+#[pyo3(signature = (stage, dim, *, hidden = vec![64, 64, 64, 64], batch_size = 256, inner_iters = 10))]
+pub fn iteration_flops(
+    stage: &str,
+    dim: i64,
+    hidden: Vec<i64>,
+    batch_size: i64,
+    inner_iters: i64,
+) -> PyResult<u64> {
+    use w1ot_core::solvers::w1::{StepLoss, potential_iteration_flops, step_iteration_flops};
+    let d = count_arg(dim, "dim", 1)?;
+    let hidden = widths(hidden, "hidden")?;
+    if hidden.is_empty() {
+        return Err(PyValueError::new_err("hidden: needs at least one layer"));
+    }
+    icnn_param_count(d, &hidden)?;
+    let b = count_arg(batch_size, "batch_size", 1)?;
+    Ok(match stage {
+        "w1_potential" => potential_iteration_flops(d, &hidden, b),
+        "w1_step_gan" => step_iteration_flops(d, &hidden, b, StepLoss::Gan),
+        "w1_step_energy" => step_iteration_flops(d, &hidden, b, StepLoss::Energy),
+        "w2" => w2::outer_iteration_flops(d, &hidden, b, count_arg(inner_iters, "inner_iters", 1)?),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "stage: expected 'w1_potential', 'w1_step_gan', 'w1_step_energy' or 'w2', got {other:?}"
+            )));
+        }
+    })
+}

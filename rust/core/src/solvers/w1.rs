@@ -429,7 +429,121 @@ pub fn train_step(
     rng: &mut Rng,
     monitor: &mut Monitor<'_>,
 ) -> Result<StepHistory> {
-    let d = eta.in_dim();
+    validate_step(cfg, source, dirs, target, eta.in_dim())?;
+    let mut opt_eta = Adam::<f32>::new(eta.n_params(), cfg.adam.clone())?;
+    let mut opt_disc = Adam::<f32>::new(disc.n_params(), cfg.adam.clone())?;
+    let mut s_sampler = EpochSampler::new(source.rows(), cfg.batch_size, rng);
+    let mut t_sampler = EpochSampler::new(target.rows(), cfg.batch_size, rng);
+    let mut hist = StepHistory {
+        disc_loss: Vec::with_capacity(cfg.iters),
+        eta_loss: Vec::with_capacity(cfg.iters),
+        ..Default::default()
+    };
+    // A multiplier on both learning rates: 1 -> lr_final_fraction over the stage.
+    let decay = CosineSchedule::new(1.0, cfg.lr_final_fraction, cfg.iters)?;
+    let eta0 = mean_shift_step(source, dirs, target);
+    let ranges = row_ranges(cfg.batch_size, current_threads());
+    let mut stop = cfg
+        .patience
+        .map(|p| EarlyStop::new(p, cfg.min_rel_improvement));
+    // Only the adversarial game has a discriminator to report on.
+    let gan = cfg.loss == StepLoss::Gan;
+    for k in 0..cfg.iters {
+        let idx = s_sampler.next_batch(rng).to_vec();
+        let batch = StepBatch {
+            x: source.select_rows(&idx),
+            u: dirs.select_rows(&idx),
+            y: target.select_rows(t_sampler.next_batch(rng)),
+        };
+        let scale = decay.at(k);
+        let (ld, le) = if gan {
+            let nets = (&mut *eta, &mut *disc);
+            gan_iteration(
+                nets,
+                (&mut opt_eta, &mut opt_disc),
+                &batch,
+                cfg,
+                scale,
+                &ranges,
+                rng,
+            )
+            .map_err(|what| step_diverged(k, what))?
+        } else {
+            let (loss, ge) =
+                distance_loss_grad(&*eta, &batch.x, &batch.u, &batch.y, cfg, eta0, &ranges);
+            if !loss.is_finite() {
+                return Err(step_diverged(k, format!("step-size loss is {loss}")));
+            }
+            opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta * scale);
+            (f32::NAN, loss)
+        };
+        if !eta
+            .params()
+            .iter()
+            .chain(disc.params())
+            .all(|v| v.is_finite())
+        {
+            return Err(step_diverged(k, "a parameter became non-finite".into()));
+        }
+        if gan {
+            hist.disc_loss.push(ld);
+        }
+        hist.eta_loss.push(le);
+
+        let last = k + 1 == cfg.iters;
+        let mut valid_now = None;
+        if let Some(v) = &valid
+            && ((k + 1) % cfg.eval_every == 0 || last)
+        {
+            let energy = evaluate_step(eta, disc, v, cfg, &mut hist, k + 1)?;
+            // The statistic shown with progress: D's gap for the game, else the energy.
+            valid_now = Some(match (hist.d_real_valid.last(), hist.d_fake_valid.last()) {
+                (Some(r), Some(f)) if gan => (r - f) as f64,
+                _ => energy as f64,
+            });
+            if let Some(stop) = &mut stop
+                && stop.update(-(energy as f64), eta.params(), k + 1)
+            {
+                break;
+            }
+        }
+        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
+            let p = Progress {
+                stage: "step_size",
+                iteration: k + 1,
+                total: cfg.iters,
+                loss: le as f64,
+                valid: valid_now,
+            };
+            if !monitor(&p) {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+    hist.best_iter = hist.eta_loss.len();
+    if let Some((params, it)) = stop.and_then(EarlyStop::into_best) {
+        eta.set_params(&params)?;
+        hist.best_iter = it;
+    }
+    Ok(hist)
+}
+
+fn step_diverged(k: usize, what: String) -> Error {
+    Error::Diverged {
+        stage: "step_size",
+        iteration: k,
+        msg: what,
+    }
+}
+
+/// The step stage's settings and inputs, checked before anything is allocated.
+fn validate_step(
+    cfg: &StepConfig,
+    source: MatView<'_, f32>,
+    dirs: &Matrix<f32>,
+    target: MatView<'_, f32>,
+    d: usize,
+) -> Result<()> {
     check_data("source", source, d)?;
     check_data("target", target, d)?;
     check_batch(cfg.batch_size, source.rows(), "source")?;
@@ -452,23 +566,6 @@ pub fn train_step(
             ));
         }
     }
-    let mut opt_eta = Adam::<f32>::new(eta.n_params(), cfg.adam.clone())?;
-    let mut opt_disc = Adam::<f32>::new(disc.n_params(), cfg.adam.clone())?;
-    let mut s_sampler = EpochSampler::new(source.rows(), cfg.batch_size, rng);
-    let mut t_sampler = EpochSampler::new(target.rows(), cfg.batch_size, rng);
-    let n = cfg.batch_size;
-    let inv_n = 1.0 / n as f32;
-    let mut hist = StepHistory {
-        disc_loss: Vec::with_capacity(cfg.iters),
-        eta_loss: Vec::with_capacity(cfg.iters),
-        ..Default::default()
-    };
-    let diverged = |k: usize, what: &str| Error::Diverged {
-        stage: "step_size",
-        iteration: k,
-        msg: what.to_string(),
-    };
-
     if !(0.0..1.0).contains(&cfg.label_smoothing) {
         return Err(Error::invalid(
             "label_smoothing",
@@ -501,216 +598,218 @@ pub fn train_step(
             format!("must be in (0, 1], got {}", cfg.lr_final_fraction),
         ));
     }
-    // A multiplier on both learning rates: 1 -> lr_final_fraction over the stage.
-    let decay = CosineSchedule::new(1.0, cfg.lr_final_fraction, cfg.iters)?;
-    let eta0 = mean_shift_step(source, dirs, target);
-    let ranges = row_ranges(n, current_threads());
-    let mut stop = cfg
-        .patience
-        .map(|p| EarlyStop::new(p, cfg.min_rel_improvement));
-    for k in 0..cfg.iters {
-        let idx = s_sampler.next_batch(rng).to_vec();
-        let xb = source.select_rows(&idx);
-        let ub = dirs.select_rows(&idx);
-        let yb = target.select_rows(t_sampler.next_batch(rng));
+    Ok(())
+}
 
-        let (ld, le) = match cfg.loss {
-            StepLoss::Gan => {
-                // Discriminator step on row blocks in parallel: eta(x), z = T(x) (a constant for
-                // D), and L_D = -mean log(D(y) + eps) - mean log(1 - D(z) + eps).
-                // Instance noise (if any) is drawn here, in order, so results do not depend on threads.
-                let noise = |rng: &mut Rng| {
-                    (cfg.instance_noise > 0.0).then(|| {
-                        Matrix::from_fn(n, d, |_, _| {
-                            rng.normal::<f32>() * cfg.instance_noise as f32
-                        })
-                    })
-                };
-                let (noise_y, noise_z, noise_z2) = (noise(rng), noise(rng), noise(rng));
-                let noisy = |m: Matrix<f32>,
-                             nz: &Option<Matrix<f32>>,
-                             r: &std::ops::Range<usize>| match nz {
-                    Some(e) => {
-                        let mut m = m;
-                        m.axpy(1.0, &e.rows_range(r.start, r.end));
-                        m
-                    }
-                    None => m,
-                };
-                let blocks: Vec<_> = map_ranges(&ranges, |r| {
-                    let (x, u) = (xb.rows_range(r.start, r.end), ub.rows_range(r.start, r.end));
-                    let (eta_out, eta_tape) = eta.forward(&x);
-                    let z = apply_step(&x, eta_out.as_slice(), &u, cfg.positive);
-                    let y_in = noisy(yb.rows_range(r.start, r.end), &noise_y, &r);
-                    let z_in = noisy(z.clone(), &noise_z, &r);
-                    let (p, tape) = disc.forward(&Matrix::vstack(&[&y_in, &z_in]));
-                    let (p, m) = (p.as_slice(), r.len());
-                    let mut ld = 0.0f32;
-                    let mut dp = Matrix::zeros(2 * m, 1);
-                    // Real cells are labelled s = 1 - label_smoothing (one-sided smoothing).
-                    let s = 1.0 - cfg.label_smoothing as f32;
-                    for i in 0..m {
-                        let (pr, pf) = (p[i], p[m + i]);
-                        ld -= (s * (pr + LOG_EPS).ln()
-                            + (1.0 - s) * (1.0 - pr + LOG_EPS).ln()
-                            + (1.0 - pf + LOG_EPS).ln())
-                            * inv_n;
-                        dp.as_mut_slice()[i] =
-                            (-s / (pr + LOG_EPS) + (1.0 - s) / (1.0 - pr + LOG_EPS)) * inv_n;
-                        dp.as_mut_slice()[m + i] = inv_n / (1.0 - pf + LOG_EPS);
-                    }
-                    let mut gd = vec![0.0; disc.n_params()];
-                    disc.backward(&tape, &dp, Some(&mut gd), false);
-                    (ld, gd, (u, z, eta_tape, r))
-                });
-                let mut ld = 0.0f32;
-                let mut gd = vec![0.0f32; disc.n_params()];
-                let mut kept = Vec::with_capacity(blocks.len());
-                for (l, g, keep) in blocks {
-                    ld += l;
-                    gd.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
-                    kept.push(keep);
-                }
-                if !ld.is_finite() {
-                    return Err(diverged(k, &format!("discriminator loss is {ld}")));
-                }
-                opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc * decay.at(k));
+/// One training batch of the step stage: source cells, their directions, target cells.
+struct StepBatch {
+    x: Matrix<f32>,
+    u: Matrix<f32>,
+    y: Matrix<f32>,
+}
 
-                // eta step against the updated D: L_eta = -mean log(D(z) + eps), back through D to z
-                // and, with z = x - eta u (clipped), dL/deta_i = -sum_j dz_ij u_ij where unclipped.
-                let disc_ref = &*disc;
-                let eta_ref = &*eta;
-                let blocks: Vec<(f32, Vec<f32>)> = kept
-                    .par_iter()
-                    .map(|(u, z, eta_tape, r)| {
-                        let m = z.rows();
-                        let (q, dtape) = disc_ref.forward(&noisy(z.clone(), &noise_z2, r));
-                        let q = q.as_slice();
-                        let mut le = 0.0f32;
-                        let mut dq = Matrix::zeros(m, 1);
-                        for (dqi, &qi) in dq.as_mut_slice().iter_mut().zip(q) {
-                            le -= (qi + LOG_EPS).ln() * inv_n;
-                            *dqi = -inv_n / (qi + LOG_EPS);
-                        }
-                        let dz = disc_ref
-                            .backward(&dtape, &dq, None, true)
-                            .expect("dz requested");
-                        let mut deta = Matrix::zeros(m, 1);
-                        for i in 0..m {
-                            let (dzr, ur, zr) = (dz.row(i), u.row(i), z.row(i));
-                            let mut s = 0.0f32;
-                            for j in 0..d {
-                                if !(cfg.positive && zr[j] <= 0.0) {
-                                    s -= dzr[j] * ur[j];
-                                }
-                            }
-                            deta.as_mut_slice()[i] = s;
-                        }
-                        let mut ge = vec![0.0; eta_ref.n_params()];
-                        eta_ref.backward(eta_tape, &deta, Some(&mut ge), false);
-                        (le, ge)
-                    })
-                    .collect();
-                let mut le = 0.0f32;
-                let mut ge = vec![0.0f32; eta.n_params()];
-                for (l, g) in blocks {
-                    le += l;
-                    ge.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
-                }
-                if !le.is_finite() {
-                    return Err(diverged(k, &format!("step-size loss is {le}")));
-                }
-                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta * decay.at(k));
-                (ld, le)
-            }
-            StepLoss::Energy | StepLoss::Mmd => {
-                let (loss, ge) = distance_loss_grad(&*eta, &xb, &ub, &yb, cfg, eta0, &ranges);
-                if !loss.is_finite() {
-                    return Err(diverged(k, &format!("step-size loss is {loss}")));
-                }
-                opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta * decay.at(k));
-                (f32::NAN, loss)
-            }
-        };
-        if !eta
-            .params()
-            .iter()
-            .chain(disc.params())
-            .all(|v| v.is_finite())
-        {
-            return Err(diverged(k, "a parameter became non-finite"));
-        }
-        // Only the adversarial game has a discriminator to report on.
-        let gan = cfg.loss == StepLoss::Gan;
-        if gan {
-            hist.disc_loss.push(ld);
-        }
-        hist.eta_loss.push(le);
+/// T(x) = x - eta u on rows `r` of the batch, what D sees of them, and what the eta step
+/// needs again.
+struct GanBlock {
+    u: Matrix<f32>,
+    z: Matrix<f32>,
+    eta_tape: crate::nn::mlp::MlpTape<f32>,
+    r: std::ops::Range<usize>,
+}
 
-        let last = k + 1 == cfg.iters;
-        let mut valid_now = None;
-        if let Some(v) = &valid
-            && ((k + 1) % cfg.eval_every == 0 || last)
-        {
-            let e = eta.predict(v.source)?;
-            let zs = apply_step(
-                &v.source.to_matrix(),
-                e.as_slice(),
-                v.directions,
-                cfg.positive,
-            );
-            let mut es = e.into_vec();
-            es.sort_by(|a, b| a.total_cmp(b));
-            hist.eval_iters.push(k + 1);
-            if gan {
-                let d_fake = mean(disc.predict(zs.view())?.as_slice()) as f32;
-                let d_real = mean(disc.predict(v.target)?.as_slice()) as f32;
-                hist.d_real_valid.push(d_real);
-                hist.d_fake_valid.push(d_fake);
-            }
-            hist.eta_q05.push(quantile(&es, 0.05));
-            hist.eta_q50.push(quantile(&es, 0.5));
-            hist.eta_q95.push(quantile(&es, 0.95));
-            hist.eta_mean.push(mean(&es) as f32);
-            let (ns, nt) = (
-                zs.rows().min(VALID_ENERGY_CELLS),
-                v.target.rows().min(VALID_ENERGY_CELLS),
-            );
-            let energy = energy_distance(
-                &zs.rows_range(0, ns).cast::<f64>(),
-                &v.target.rows_range(0, nt).cast::<f64>(),
-            ) as f32;
-            hist.energy_valid.push(energy);
-            // The statistic shown with progress: D's gap for the game, else the energy.
-            valid_now = Some(match (hist.d_real_valid.last(), hist.d_fake_valid.last()) {
-                (Some(r), Some(f)) if gan => (r - f) as f64,
-                _ => energy as f64,
-            });
-            if let Some(stop) = &mut stop
-                && stop.update(-(energy as f64), eta.params(), k + 1)
-            {
-                break;
-            }
+/// One iteration of the paper's game: a discriminator step on row blocks in parallel with
+/// L_D = -mean log(D(y) + eps) - mean log(1 - D(z) + eps), z = T(x) a constant for D; then a
+/// step-size step against the updated D, L_eta = -mean log(D(z) + eps). Returns both losses,
+/// or what became non-finite.
+fn gan_iteration(
+    (eta, disc): (&mut Mlp<f32>, &mut Mlp<f32>),
+    (opt_eta, opt_disc): (&mut Adam<f32>, &mut Adam<f32>),
+    batch: &StepBatch,
+    cfg: &StepConfig,
+    lr_scale: f64,
+    ranges: &[std::ops::Range<usize>],
+    rng: &mut Rng,
+) -> std::result::Result<(f32, f32), String> {
+    let (n, d) = batch.x.shape();
+    let inv_n = 1.0 / n as f32;
+    // Instance noise (if any) is drawn here, in order, so results do not depend on threads.
+    let noise = |rng: &mut Rng| {
+        (cfg.instance_noise > 0.0)
+            .then(|| Matrix::from_fn(n, d, |_, _| rng.normal::<f32>() * cfg.instance_noise as f32))
+    };
+    let (noise_y, noise_z, noise_z2) = (noise(rng), noise(rng), noise(rng));
+    let noisy = |m: Matrix<f32>, nz: &Option<Matrix<f32>>, r: &std::ops::Range<usize>| match nz {
+        Some(e) => {
+            let mut m = m;
+            m.axpy(1.0, &e.rows_range(r.start, r.end));
+            m
         }
-        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
-            let p = Progress {
-                stage: "step_size",
-                iteration: k + 1,
-                total: cfg.iters,
-                loss: le as f64,
-                valid: valid_now,
-            };
-            if !monitor(&p) {
-                return Err(Error::Interrupted);
-            }
+        None => m,
+    };
+    let eta_ref = &*eta;
+    let disc_ref = &*disc;
+    let blocks: Vec<_> = map_ranges(ranges, |r| {
+        let x = batch.x.rows_range(r.start, r.end);
+        let u = batch.u.rows_range(r.start, r.end);
+        let (eta_out, eta_tape) = eta_ref.forward(&x);
+        let z = apply_step(&x, eta_out.as_slice(), &u, cfg.positive);
+        let y_in = noisy(batch.y.rows_range(r.start, r.end), &noise_y, &r);
+        let z_in = noisy(z.clone(), &noise_z, &r);
+        let (p, tape) = disc_ref.forward(&Matrix::vstack(&[&y_in, &z_in]));
+        let (p, m) = (p.as_slice(), r.len());
+        let mut ld = 0.0f32;
+        let mut dp = Matrix::zeros(2 * m, 1);
+        // Real cells are labelled s = 1 - label_smoothing (one-sided smoothing).
+        let s = 1.0 - cfg.label_smoothing as f32;
+        for i in 0..m {
+            let (pr, pf) = (p[i], p[m + i]);
+            ld -= (s * (pr + LOG_EPS).ln()
+                + (1.0 - s) * (1.0 - pr + LOG_EPS).ln()
+                + (1.0 - pf + LOG_EPS).ln())
+                * inv_n;
+            dp.as_mut_slice()[i] = (-s / (pr + LOG_EPS) + (1.0 - s) / (1.0 - pr + LOG_EPS)) * inv_n;
+            dp.as_mut_slice()[m + i] = inv_n / (1.0 - pf + LOG_EPS);
         }
+        let mut gd = vec![0.0; disc_ref.n_params()];
+        disc_ref.backward(&tape, &dp, Some(&mut gd), false);
+        (ld, gd, GanBlock { u, z, eta_tape, r })
+    });
+    let mut ld = 0.0f32;
+    let mut gd = vec![0.0f32; disc.n_params()];
+    let mut kept = Vec::with_capacity(blocks.len());
+    for (l, g, keep) in blocks {
+        ld += l;
+        gd.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+        kept.push(keep);
     }
-    hist.best_iter = hist.eta_loss.len();
-    if let Some((params, it)) = stop.and_then(EarlyStop::into_best) {
-        eta.set_params(&params)?;
-        hist.best_iter = it;
+    if !ld.is_finite() {
+        return Err(format!("discriminator loss is {ld}"));
     }
-    Ok(hist)
+    opt_disc.step(disc.params_mut(), &gd, cfg.lr_disc * lr_scale);
+
+    // Back through the updated D to z and, with z = x - eta u (clipped), dL/deta_i =
+    // -sum_j dz_ij u_ij where unclipped.
+    let disc_ref = &*disc;
+    let blocks: Vec<(f32, Vec<f32>)> = kept
+        .par_iter()
+        .map(|b| {
+            let m = b.z.rows();
+            let (q, dtape) = disc_ref.forward(&noisy(b.z.clone(), &noise_z2, &b.r));
+            let q = q.as_slice();
+            let mut le = 0.0f32;
+            let mut dq = Matrix::zeros(m, 1);
+            for (dqi, &qi) in dq.as_mut_slice().iter_mut().zip(q) {
+                le -= (qi + LOG_EPS).ln() * inv_n;
+                *dqi = -inv_n / (qi + LOG_EPS);
+            }
+            let dz = disc_ref
+                .backward(&dtape, &dq, None, true)
+                .expect("dz requested");
+            let mut deta = Matrix::zeros(m, 1);
+            for i in 0..m {
+                let (dzr, ur, zr) = (dz.row(i), b.u.row(i), b.z.row(i));
+                let mut s = 0.0f32;
+                for j in 0..d {
+                    if !(cfg.positive && zr[j] <= 0.0) {
+                        s -= dzr[j] * ur[j];
+                    }
+                }
+                deta.as_mut_slice()[i] = s;
+            }
+            let mut ge = vec![0.0; eta_ref.n_params()];
+            eta_ref.backward(&b.eta_tape, &deta, Some(&mut ge), false);
+            (le, ge)
+        })
+        .collect();
+    let mut le = 0.0f32;
+    let mut ge = vec![0.0f32; eta.n_params()];
+    for (l, g) in blocks {
+        le += l;
+        ge.iter_mut().zip(&g).for_each(|(a, b)| *a += *b);
+    }
+    if !le.is_finite() {
+        return Err(format!("step-size loss is {le}"));
+    }
+    opt_eta.step(eta.params_mut(), &ge, cfg.lr_eta * lr_scale);
+    Ok((ld, le))
+}
+
+/// Records the held-out diagnostics at iteration `iter`: D's mean output on target and
+/// transported cells (GAN), eta's quantiles, and the energy distance of transported to
+/// target cells, which it returns.
+fn evaluate_step(
+    eta: &Mlp<f32>,
+    disc: &Mlp<f32>,
+    v: &StepValid<'_>,
+    cfg: &StepConfig,
+    hist: &mut StepHistory,
+    iter: usize,
+) -> Result<f32> {
+    let e = eta.predict(v.source)?;
+    let zs = apply_step(
+        &v.source.to_matrix(),
+        e.as_slice(),
+        v.directions,
+        cfg.positive,
+    );
+    let mut es = e.into_vec();
+    es.sort_by(|a, b| a.total_cmp(b));
+    hist.eval_iters.push(iter);
+    if cfg.loss == StepLoss::Gan {
+        hist.d_fake_valid
+            .push(mean(disc.predict(zs.view())?.as_slice()) as f32);
+        hist.d_real_valid
+            .push(mean(disc.predict(v.target)?.as_slice()) as f32);
+    }
+    hist.eta_q05.push(quantile(&es, 0.05));
+    hist.eta_q50.push(quantile(&es, 0.5));
+    hist.eta_q95.push(quantile(&es, 0.95));
+    hist.eta_mean.push(mean(&es) as f32);
+    let (ns, nt) = (
+        zs.rows().min(VALID_ENERGY_CELLS),
+        v.target.rows().min(VALID_ENERGY_CELLS),
+    );
+    let energy = energy_distance(
+        &zs.rows_range(0, ns).cast::<f64>(),
+        &v.target.rows_range(0, nt).cast::<f64>(),
+    ) as f32;
+    hist.energy_valid.push(energy);
+    Ok(energy)
+}
+
+/// Floating-point operations (2 per multiply-add) of one potential iteration on `batch`
+/// cells per side: each orthogonal layer's forward and two backward products on both
+/// batches, and its Cayley transform (the inverse and products, about three times as much
+/// again for the backward pass).
+pub fn potential_iteration_flops(d: usize, hidden: &[usize], batch: usize) -> u64 {
+    let macs: usize = layer_dims(d, hidden)
+        .windows(2)
+        .map(|w| {
+            let (c, r) = (w[0].min(w[1]), w[0].max(w[1]));
+            3 * 2 * batch * w[0] * w[1] + 6 * (c * c * c + (r - c) * c * c)
+        })
+        .sum();
+    2 * macs as u64
+}
+
+/// Floating-point operations of one step-size iteration (batch cells per side): the GAN's
+/// discriminator step (eta forward, D forward and backward on both batches) and step-size
+/// step (D forward and input backward, eta backward); or eta forward and backward and the
+/// energy distance's pair terms and gradient (about 5 n^2 d multiply-adds).
+pub fn step_iteration_flops(d: usize, hidden: &[usize], batch: usize, loss: StepLoss) -> u64 {
+    let per_row: usize = layer_dims(d, hidden).windows(2).map(|w| w[0] * w[1]).sum();
+    let macs = match loss {
+        StepLoss::Gan => 12 * batch * per_row,
+        StepLoss::Energy | StepLoss::Mmd => 3 * batch * per_row + 5 * batch * batch * d,
+    };
+    2 * macs as u64
+}
+
+fn layer_dims(d: usize, hidden: &[usize]) -> Vec<usize> {
+    let mut dims = vec![d];
+    dims.extend_from_slice(hidden);
+    dims.push(1);
+    dims
 }
 
 /// T(x) for every row: x - eta(x) u(x), clipped at 0 when `positive`.
