@@ -1,6 +1,7 @@
 """The paper's evaluation protocol on the shared real datasets (a plain script).
 
-Runs identity, observed, mean shift and W1OT with :func:`w1ot.benchmark.run_benchmark` and
+Runs identity, observed, mean shift and W1OT (and, with ``--methods ... w2ot``, the W2
+baseline) with :func:`w1ot.benchmark.run_benchmark` and
 prints the summary table (mean, std, median, worst over runs, and fit times) and the two-sided
 Mann-Whitney tests of W1OT against the other methods::
 
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ood", action="store_true", help="out-of-distribution mode")
     parser.add_argument("--ood-value", help="hold out only this value (default: each in turn)")
     parser.add_argument("--iters", type=int, default=10_000, help="W1OT iterations per stage")
+    parser.add_argument(
+        "--w2-iters", type=int, default=100_000, help="W2OT outer iterations (method w2ot)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--perturbations", nargs="+", help="override the preset's list")
     parser.add_argument(
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         methods=methods,
         n_repeats=args.repeats,
         w1ot_kwargs=w1ot_kwargs,
+        w2ot_kwargs={"iters": args.w2_iters, "n_threads": args.threads},
         energy=args.energy,
         ood_column=preset["ood_column"] if args.ood else None,
         ood_value=args.ood_value if args.ood else None,

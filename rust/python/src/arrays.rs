@@ -163,6 +163,20 @@ pub fn f32_dict<'py>(
     Ok(d)
 }
 
+/// A training history: float32 series, the iterations of the held-out evaluations and the
+/// iteration whose parameters were kept.
+pub fn history<'py>(
+    py: Python<'py>,
+    series: Vec<(&str, Vec<f32>)>,
+    eval_iters: Vec<usize>,
+    best_iter: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = f32_dict(py, series)?;
+    d.set_item("eval_iters", usize_array(py, eval_iters))?;
+    d.set_item("best_iter", best_iter)?;
+    Ok(d)
+}
+
 pub fn usize_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
     PyArray1::from_vec(py, v.into_iter().map(|x| x as i64).collect())
 }

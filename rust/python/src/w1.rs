@@ -10,7 +10,7 @@ use w1ot_core::rng::Rng;
 use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepValid};
 
 use crate::arrays::{
-    f32_dict, matrix_arg, on_cells, to_numpy1, to_numpy2, usize_array, valid_pair, vector_arg, view,
+    f32_dict, history, matrix_arg, on_cells, to_numpy1, to_numpy2, valid_pair, vector_arg, view,
 };
 use crate::errors::{IntoPyResult, count_arg, positive_f64};
 use crate::nn::{adam_config, checked_param_count, ortho_kind, seed_arg, widths};
@@ -140,10 +140,12 @@ impl PyW1 {
             w1::train_potential(&mut pot, sv, tv, vv, &cfg, &mut rng, monitor)
         })?;
         self.pot = pot;
-        let d = f32_dict(py, vec![("loss", hist.loss), ("w1_valid", hist.w1_valid)])?;
-        d.set_item("eval_iters", usize_array(py, hist.eval_iters))?;
-        d.set_item("best_iter", hist.best_iter)?;
-        Ok(d)
+        history(
+            py,
+            vec![("loss", hist.loss), ("w1_valid", hist.w1_valid)],
+            hist.eval_iters,
+            hist.best_iter,
+        )
     }
 
     /// Trains the step size against a discriminator, f frozen; returns its history.
@@ -245,7 +247,7 @@ impl PyW1 {
         })?;
         self.eta = eta;
         self.disc = disc;
-        let d = f32_dict(
+        history(
             py,
             vec![
                 ("disc_loss", hist.disc_loss),
@@ -258,10 +260,9 @@ impl PyW1 {
                 ("eta_mean", hist.eta_mean),
                 ("energy_valid", hist.energy_valid),
             ],
-        )?;
-        d.set_item("eval_iters", usize_array(py, hist.eval_iters))?;
-        d.set_item("best_iter", hist.best_iter)?;
-        Ok(d)
+            hist.eval_iters,
+            hist.best_iter,
+        )
     }
 
     fn potential<'py>(

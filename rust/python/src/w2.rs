@@ -9,7 +9,7 @@ use w1ot_core::rng::Rng;
 use w1ot_core::solvers::w2::{self, W2Config};
 
 use crate::arrays::{
-    f32_dict, matrix_arg, on_cells, to_numpy1, to_numpy2, usize_array, valid_pair, vector_arg, view,
+    f32_dict, history, matrix_arg, on_cells, to_numpy1, to_numpy2, valid_pair, vector_arg, view,
 };
 use crate::errors::{IntoPyResult, count_arg, detached, positive_f64};
 use crate::nn::{MAX_PARAMS, adam_config, seed_arg, widths};
@@ -141,7 +141,7 @@ impl PyW2 {
             w2::train(&mut f, &mut g, sv, tv, vv, &cfg, &mut rng, monitor)
         })?;
         (self.f, self.g) = (f, g);
-        let out = f32_dict(
+        history(
             py,
             vec![
                 ("g_loss", hist.g_loss),
@@ -149,10 +149,9 @@ impl PyW2 {
                 ("w2_valid", hist.w2_valid),
                 ("mmd_valid", hist.mmd_valid),
             ],
-        )?;
-        out.set_item("eval_iters", usize_array(py, hist.eval_iters))?;
-        out.set_item("best_iter", hist.best_iter)?;
-        Ok(out)
+            hist.eval_iters,
+            hist.best_iter,
+        )
     }
 
     /// T(x) = grad g(x).

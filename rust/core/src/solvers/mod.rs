@@ -29,6 +29,31 @@ pub fn silent(_: &Progress) -> bool {
 /// How often the monitor is called (iterations); also bounds how quickly Ctrl-C is seen.
 pub const REPORT_EVERY: usize = 25;
 
+/// Hands the monitor a snapshot every [`REPORT_EVERY`] iterations, at the last one and right
+/// after an evaluation (`evaluated`); a monitor that returns false stops the fit.
+pub(crate) fn report(
+    monitor: &mut Monitor<'_>,
+    stage: &'static str,
+    (done, total): (usize, usize),
+    loss: f64,
+    valid: Option<f64>,
+    evaluated: bool,
+) -> Result<()> {
+    if done % REPORT_EVERY == 0 || done == total || evaluated {
+        let p = Progress {
+            stage,
+            iteration: done,
+            total,
+            loss,
+            valid,
+        };
+        if !monitor(&p) {
+            return Err(Error::Interrupted);
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_data(name: &'static str, x: MatView<'_, f32>, d: usize) -> Result<()> {
     if x.rows() == 0 {
         return Err(Error::invalid(name, "has no cells"));

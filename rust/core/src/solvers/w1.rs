@@ -19,7 +19,7 @@ use crate::parallel::{current_threads, map_ranges, row_ranges};
 use crate::rng::{EpochSampler, Rng};
 use rayon::prelude::*;
 
-use super::{EarlyStop, Monitor, Progress, REPORT_EVERY, check_batch, check_data, mean};
+use super::{EarlyStop, Monitor, check_batch, check_data, mean, report};
 
 /// The reference's guard inside every log in the GAN losses.
 const LOG_EPS: f32 = 1e-6;
@@ -250,18 +250,16 @@ pub fn train_potential(
                 break;
             }
         }
-        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
-            let p = Progress {
-                stage: "potential",
-                iteration: k + 1,
-                total: cfg.iters,
-                loss: loss as f64,
-                valid: valid_now.or_else(|| hist.w1_valid.last().map(|&v| v as f64)),
-            };
-            if !monitor(&p) {
-                return Err(Error::Interrupted);
-            }
-        }
+        let shown = valid_now.or_else(|| hist.w1_valid.last().map(|&v| v as f64));
+        let evaluated = valid_now.is_some();
+        report(
+            monitor,
+            "potential",
+            (k + 1, cfg.iters),
+            loss as f64,
+            shown,
+            evaluated,
+        )?;
     }
     hist.best_iter = hist.loss.len();
     if let Some((params, it)) = stop.and_then(EarlyStop::into_best) {
@@ -507,18 +505,15 @@ pub fn train_step(
                 break;
             }
         }
-        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
-            let p = Progress {
-                stage: "step_size",
-                iteration: k + 1,
-                total: cfg.iters,
-                loss: le as f64,
-                valid: valid_now,
-            };
-            if !monitor(&p) {
-                return Err(Error::Interrupted);
-            }
-        }
+        let evaluated = valid_now.is_some();
+        report(
+            monitor,
+            "step_size",
+            (k + 1, cfg.iters),
+            le as f64,
+            valid_now,
+            evaluated,
+        )?;
     }
     hist.best_iter = hist.eta_loss.len();
     if let Some((params, it)) = stop.and_then(EarlyStop::into_best) {
@@ -827,7 +822,7 @@ pub fn transport(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::solvers::silent;
+    use crate::solvers::{Progress, silent};
 
     /// Mean of T(x) - x over the rows.
     fn mean_displacement(t: &Matrix<f32>, x: &Matrix<f32>) -> Vec<f32> {

@@ -19,7 +19,7 @@ use crate::optim::{Adam, AdamConfig};
 use crate::parallel::{map_ranges, row_ranges};
 use crate::rng::{EpochSampler, Rng};
 
-use super::{EarlyStop, Monitor, Progress, REPORT_EVERY, check_batch, check_data};
+use super::{EarlyStop, Monitor, check_batch, check_data, report};
 
 /// Rows per parallel block of a training batch: fixed, so results do not depend on threads.
 const TRAIN_BLOCK: usize = 128;
@@ -371,18 +371,16 @@ pub fn train(
                 break;
             }
         }
-        if (k + 1) % REPORT_EVERY == 0 || last || valid_now.is_some() {
-            let p = Progress {
-                stage: "w2",
-                iteration: k + 1,
-                total: cfg.iters,
-                loss: lg as f64,
-                valid: valid_now.or_else(|| hist.w2_valid.last().map(|&v| v as f64)),
-            };
-            if !monitor(&p) {
-                return Err(Error::Interrupted);
-            }
-        }
+        let shown = valid_now.or_else(|| hist.w2_valid.last().map(|&v| v as f64));
+        let evaluated = valid_now.is_some();
+        report(
+            monitor,
+            "w2",
+            (k + 1, cfg.iters),
+            lg as f64,
+            shown,
+            evaluated,
+        )?;
     }
     hist.best_iter = hist.g_loss.len();
     if let Some((params, it)) = stop.and_then(EarlyStop::into_best) {
@@ -414,7 +412,7 @@ pub fn transport(g: &Icnn<f32>, x: MatView<'_, f32>) -> Result<Matrix<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::solvers::silent;
+    use crate::solvers::{Progress, silent};
 
     fn gaussians(n: usize, d: usize, shift: &[f32], seed: u64) -> (Matrix<f32>, Matrix<f32>) {
         let mut rng = Rng::new(seed);
