@@ -495,6 +495,27 @@ def test_cli(tmp_path, capsys):
     assert list(df.columns) == COLUMNS and set(df["method"]) == {"identity", "mean_shift"}
 
 
+def test_cli_runs_the_w2_baseline_with_its_options(tmp_path, capsys):
+    ad = make_adata()
+    h5 = tmp_path / "toy.h5ad"
+    ad.write_h5ad(h5)
+    parser = argparse.ArgumentParser(prog="w1ot")
+    add_benchmark_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "res.csv"
+    argv = ["benchmark", str(h5), "--condition", "condition", "--control", "ctrl"]
+    argv += ["--methods", "mean_shift", "w2ot", "--perturbations", "A", "--repeats", "1"]
+    argv += ["--w2ot", "iters=30", "--w2ot", "batch_size=32", "--out", str(out), "--quiet"]
+    args = parser.parse_args(argv)
+    assert run_benchmark_cli(args) == 0
+    df = pd.read_csv(out)
+    assert set(df["method"]) == {"mean_shift", "w2ot"}
+    w2 = df[(df["method"] == "w2ot") & (df["metric"] == "fit_time")]["value"]
+    assert (w2 > 0).all()
+    assert "w2ot" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="iters"):
+        run_benchmark(ad, "condition", "ctrl", methods=["w2ot"], w2ot_kwargs={"iters": -1})
+
+
 # --------------------------------------------------------------------------------------------
 # preprocessing
 # --------------------------------------------------------------------------------------------
