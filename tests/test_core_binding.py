@@ -1167,3 +1167,37 @@ def test_mypy_stubtest_passes():
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _unaligned(shape):
+    """A C-contiguous float32 array at an odd byte offset (not aligned)."""
+    n = int(np.prod(shape))
+    arr = np.frombuffer(bytearray(4 * n + 1), np.float32, n, offset=1).reshape(shape)
+    assert arr.flags.c_contiguous and not arr.flags.aligned
+    return arr
+
+
+@pytest.mark.parametrize("layout", ["unaligned", "byteswapped"])
+def test_unaligned_and_byteswapped_arrays_are_converted_not_a_panic(layout):
+    # Both used to fail: unaligned arrays with a PanicException, big-endian ones with
+    # "'ndarray' object is not an instance of 'ndarray'".
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (rng.normal(size=(40, 2)) + 1).astype(np.float32)
+
+    def convert(a):
+        if layout == "byteswapped":
+            return a.astype(">f4")
+        out = _unaligned(a.shape)
+        out[...] = a
+        return out
+
+    core = C.W1Core(2, hidden=[8, 8], group_size=2, step_hidden=[8])
+    core.fit_potential(convert(x), convert(y), iters=3, batch_size=8)
+    np.testing.assert_array_equal(core.potential(convert(x)), core.potential(x))
+    np.testing.assert_array_equal(core.transport(convert(x)), core.transport(x))
+    w2 = C.W2Core(2, hidden=[8, 8])
+    w2.fit(convert(x), convert(y), iters=2, inner_iters=1, batch_size=8)
+    np.testing.assert_array_equal(w2.transport(convert(x)), w2.transport(x))
+    state = {k: convert(v[None, :])[0] for k, v in w2.get_state().items()}
+    w2.set_state(state)

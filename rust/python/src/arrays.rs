@@ -52,10 +52,18 @@ fn contiguous_f32<'py>(
     }
     let flags = arr.getattr("flags")?;
     let c_contig: bool = flags.getattr("c_contiguous")?.extract()?;
-    if kind == "f" && dtype.ends_with("f4") && c_contig {
+    let aligned: bool = flags.getattr("aligned")?.extract()?;
+    let native: bool = arr.getattr("dtype")?.getattr("isnative")?.extract()?;
+    if kind == "f" && dtype.ends_with("f4") && c_contig && aligned && native {
         return Ok(arr);
     }
-    np.call_method1("ascontiguousarray", (arr, np.getattr("float32")?))
+    // A fresh, aligned, native-order, C-contiguous float32 copy: `ascontiguousarray` would
+    // hand back an unaligned buffer unchanged, which Rust cannot read as &[f32].
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("dtype", np.getattr("float32")?)?;
+    kwargs.set_item("order", "C")?;
+    kwargs.set_item("copy", true)?;
+    np.call_method("array", (arr,), Some(&kwargs))
 }
 
 fn check_finite(data: &[f32], name: &str) -> PyResult<()> {
