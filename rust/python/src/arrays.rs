@@ -53,8 +53,10 @@ fn contiguous_f32<'py>(
     let flags = arr.getattr("flags")?;
     let c_contig: bool = flags.getattr("c_contiguous")?.extract()?;
     let aligned: bool = flags.getattr("aligned")?.extract()?;
-    let native: bool = arr.getattr("dtype")?.getattr("isnative")?.extract()?;
-    if kind == "f" && dtype.ends_with("f4") && c_contig && aligned && native {
+    let dt = arr.getattr("dtype")?;
+    let native: bool = dt.getattr("isnative")?.extract()?;
+    let itemsize: usize = dt.getattr("itemsize")?.extract()?;
+    if kind == "f" && itemsize == 4 && c_contig && aligned && native {
         return Ok(arr);
     }
     // A fresh, aligned, native-order, C-contiguous float32 copy: `ascontiguousarray` would
