@@ -191,6 +191,18 @@ pub fn usize_array(py: Python<'_>, v: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
     PyArray1::from_vec(py, v.into_iter().map(|x| x as i64).collect())
 }
 
+/// `state[key]` of a `set_state` dict as a validated float32 vector of `len` values.
+pub fn state_entry<'py>(
+    state: &Bound<'py, PyDict>,
+    key: &str,
+    len: usize,
+) -> PyResult<PyReadonlyArray1<'py, f32>> {
+    let v = state
+        .get_item(key)?
+        .ok_or_else(|| PyValueError::new_err(format!("state: missing {key:?}")))?;
+    vector_arg(&v, &format!("state['{key}']"), Some(len))
+}
+
 /// Held-out source and target cells, validated, or neither.
 pub type ValidPair<'py> = Option<(PyReadonlyArray2<'py, f32>, PyReadonlyArray2<'py, f32>)>;
 

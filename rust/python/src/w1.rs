@@ -10,7 +10,7 @@ use w1ot_core::rng::Rng;
 use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepValid};
 
 use crate::arrays::{
-    f32_dict, history, matrix_arg, on_cells, to_numpy1, to_numpy2, valid_pair, vector_arg, view,
+    f32_dict, history, matrix_arg, on_cells, state_entry, to_numpy1, to_numpy2, valid_pair, view,
 };
 use crate::errors::{IntoPyResult, count_arg, positive_f64};
 use crate::nn::{adam_config, checked_param_count, ortho_kind, seed_arg, widths};
@@ -359,15 +359,10 @@ impl PyW1 {
     }
 
     fn set_state(&mut self, state: &Bound<'_, PyDict>) -> PyResult<()> {
-        let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
-            state
-                .get_item(k)?
-                .ok_or_else(|| PyValueError::new_err(format!("state: missing {k:?}")))
-        };
-        let (p, e, dc) = (get("potential")?, get("step")?, get("discriminator")?);
-        let p = vector_arg(&p, "state['potential']", Some(self.pot.n_params()))?;
-        let e = vector_arg(&e, "state['step']", Some(self.eta.n_params()))?;
-        let dc = vector_arg(&dc, "state['discriminator']", Some(self.disc.n_params()))?;
+        // Every entry is checked before any is set, so a bad state changes nothing.
+        let p = state_entry(state, "potential", self.pot.n_params())?;
+        let e = state_entry(state, "step", self.eta.n_params())?;
+        let dc = state_entry(state, "discriminator", self.disc.n_params())?;
         self.pot.set_params(p.as_slice()?).py()?;
         self.eta.set_params(e.as_slice()?).py()?;
         self.disc.set_params(dc.as_slice()?).py()?;

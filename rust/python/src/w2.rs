@@ -9,7 +9,7 @@ use w1ot_core::rng::Rng;
 use w1ot_core::solvers::w2::{self, W2Config};
 
 use crate::arrays::{
-    f32_dict, history, matrix_arg, on_cells, to_numpy1, to_numpy2, valid_pair, vector_arg, view,
+    f32_dict, history, matrix_arg, on_cells, state_entry, to_numpy1, to_numpy2, valid_pair, view,
 };
 use crate::errors::{IntoPyResult, count_arg, detached, positive_f64};
 use crate::nn::{MAX_PARAMS, adam_config, seed_arg, widths};
@@ -206,14 +206,8 @@ impl PyW2 {
     }
 
     fn set_state(&mut self, state: &Bound<'_, PyDict>) -> PyResult<()> {
-        let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
-            state
-                .get_item(k)?
-                .ok_or_else(|| PyValueError::new_err(format!("state: missing {k:?}")))
-        };
-        let (f, g) = (get("f")?, get("g")?);
-        let f = vector_arg(&f, "state['f']", Some(self.f.n_params()))?;
-        let g = vector_arg(&g, "state['g']", Some(self.g.n_params()))?;
+        let f = state_entry(state, "f", self.f.n_params())?;
+        let g = state_entry(state, "g", self.g.n_params())?;
         self.f.set_params(f.as_slice()?).py()?;
         self.g.set_params(g.as_slice()?).py()?;
         Ok(())
