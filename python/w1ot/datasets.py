@@ -7,6 +7,10 @@ The first four are the toy data of the paper's Fig. 2; ``moons``, ``circles`` an
 ``swiss_roll`` reimplement the scikit-learn generators the paper used, without depending on
 scikit-learn.
 
+:func:`simulate_perturbation` is different: it returns an :class:`anndata.AnnData` of simulated
+single-cell counts (control and perturbed cells) together with each control cell's true
+perturbed state, so that predictions can be scored cell by cell.
+
 Examples
 --------
 >>> from w1ot.datasets import load_toy
@@ -17,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 
@@ -32,6 +37,7 @@ __all__ = [
     "moons",
     "shifted_gaussians",
     "shifted_gaussians_w1",
+    "simulate_perturbation",
     "swiss_roll",
 ]
 
@@ -437,3 +443,383 @@ def load_toy(name: str, n: int = 1000, *, seed, **kwargs) -> tuple:
         valid = ", ".join(sorted(TOY_DATASETS))
         raise ValueError(f"unknown toy dataset {name!r}; valid names: {valid}") from None
     return generator(n, seed=seed, **kwargs)
+
+
+# --------------------------------------------------------------------------- single-cell simulator
+
+_U_EPS = 1e-12  # the uniforms of the NB inversion are kept inside [eps, 1 - eps]
+_ACTIVATION_GAIN = 2.0  # slope of the response's sigmoid in the latent state
+_DISPERSION_SPREAD = 0.5  # sd of the per-gene log dispersion around log(dispersion)
+_AMPLITUDE = (1.5, 3.5)  # range of the response genes' log fold changes at full activation
+_SHIFT_SD = 1.0  # sd of the cell-type-dependent log fold change shift
+_STRENGTH = (1.0, 0.1)  # strongest and weakest response strengths of the cell types
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _check_fraction(value, name: str) -> float:
+    value = _check_positive(value, name)
+    if value > 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return value
+
+
+def _nb_quantile_loop(u, mean, size, out):
+    """Inverse NB CDF by summing the pmf upwards from 0 (compiled by numba on first use).
+
+    ``u`` and ``mean`` are (cells x genes), ``size = 1 / dispersion`` per gene. Entries the
+    sum cannot settle quickly or accurately (mean above 1e4, pmf(0) below ~1e-304, or no
+    answer by ``mean + 40 sd + 100``) are set to -1 for the caller to hand to scipy.
+    """
+    n, g = u.shape
+    for i in range(n):
+        for j in range(g):
+            r = size[j]
+            m = mean[i, j]
+            log_p0 = -r * math.log1p(m / r)
+            out[i, j] = -1.0
+            if m > 1e4 or log_p0 < -700.0:
+                continue
+            q = m / (r + m)
+            k_max = m + 40.0 * math.sqrt(m + m * m / r) + 100.0
+            target = u[i, j]
+            pmf = math.exp(log_p0)
+            cdf = pmf
+            k = 0
+            while cdf < target and k <= k_max:
+                pmf *= (k + r) / (k + 1.0) * q
+                k += 1
+                cdf += pmf
+            if cdf >= target:
+                out[i, j] = k
+    return out
+
+
+_NB_KERNEL = None
+
+
+def _nb_quantile(u: np.ndarray, mean: np.ndarray, dispersion: np.ndarray) -> np.ndarray:
+    """Negative binomial quantiles: the smallest k with ``P(K <= k) >= u`` for K of mean
+    ``mean`` and variance ``mean + dispersion * mean**2`` (dispersion per gene), as
+    ``scipy.stats.nbinom.ppf`` but over ten times faster."""
+    global _NB_KERNEL
+    if _NB_KERNEL is None:
+        import numba
+
+        _NB_KERNEL = numba.njit(cache=False, nogil=True)(_nb_quantile_loop)
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    mean = np.ascontiguousarray(mean, dtype=np.float64)
+    size = np.ascontiguousarray(1.0 / np.asarray(dispersion, dtype=np.float64))
+    out = _NB_KERNEL(u, mean, size, np.empty(u.shape))
+    rows, cols = np.nonzero(out < 0)
+    if rows.size:
+        from scipy.stats import nbinom
+
+        r = size[cols]
+        out[rows, cols] = nbinom.ppf(u[rows, cols], r, r / (r + mean[rows, cols]))
+    return out
+
+
+def simulate_perturbation(
+    n_control: int = 2000,
+    n_perturbed: int = 2000,
+    n_genes: int = 300,
+    n_cell_types: int = 4,
+    *,
+    seed,
+    perturbation: str = "stimulated",
+    effect: float = 1.0,
+    cell_type_specific: bool = True,
+    sparse: bool = False,
+    de_fraction: float = 0.2,
+    n_latent: int = 3,
+    latent_scale: float = 0.5,
+    type_scale: float = 1.0,
+    library_size: float = 1500.0,
+    library_spread: float = 0.4,
+    dispersion: float = 0.3,
+    target_sum: float = 1e4,
+):
+    """Simulated scRNA-seq counts of a perturbation experiment whose per-cell truth is known.
+
+    **Control cells.** Each of ``n_cell_types`` types has its own gene programme, a
+    log-expression profile ``base + offset_k`` (``base ~ N(0, 1)`` per gene shared by all
+    types, ``offset_k ~ N(0, type_scale^2)`` per type and gene). Within a type, cells vary
+    continuously along a latent state ``z ~ N(0, I_{n_latent})`` with gene loadings
+    ``W ~ N(0, latent_scale^2)``, so a cell's log-expression is
+    ``eta = base + offset_k + z W`` and its expression shares are ``softmax(eta)``. Its
+    library size ``s`` is log-normal (median ``library_size``, log-scale sd
+    ``library_spread``); the expected count of gene g is ``mu_g = s softmax(eta)_g``. Counts are
+    negative binomial with mean ``mu_g`` and variance ``mu_g + phi_g mu_g^2``, the per-gene
+    dispersions ``phi_g`` log-normal around ``dispersion`` (median; log-scale sd 0.5). Cell
+    types are drawn with Dirichlet(5, ..., 5) proportions (every type occurs among the
+    control cells).
+
+    **Perturbation.** ``round(de_fraction * n_genes)`` (at least 1) response genes, a third of
+    them down-regulated, change their expected counts by the factor ``exp(delta_g)``::
+
+        delta_g = effect * r_k * (sign_g * a_g * w_kg * sigmoid(2 z.v + b_k) + c_kg)
+
+    a saturating induction (``sign_g = +1`` for induced and -1 for repressed genes, log fold
+    change ``a_g ~ U(1.5, 3.5)`` at full activation, a latent direction ``v``) plus a
+    cell-type-dependent shift ``c_kg ~ N(0, 1)``. With ``cell_type_specific=True`` the
+    response strength ``r_k`` runs from 1 (strong responder) down to 0.1 (barely responds)
+    over the types in random order, and the gene weights ``w_kg ~ U(0.2, 1)``, activation
+    offsets ``b_k ~ U(-1.5, 1.5)`` and shifts ``c_kg`` are drawn per type, so that a single
+    global mean shift is wrong for every type. With ``cell_type_specific=False`` all types
+    share ``r = 1``, ``b = 0`` and one set of ``w_g`` and ``c_g``. The other genes keep their
+    expected counts (the perturbed cell's total count changes accordingly). ``effect=0`` means
+    no perturbation.
+
+    **Populations.** The control cells and the perturbed cells are two independent (unpaired)
+    samples of cells from the control distribution; the perturbed sample is then perturbed.
+    Each control cell also gets its counterfactual, the same cell (type, latent state, library
+    size) perturbed, with common random numbers: each count is the NB quantile of one uniform
+    ``U`` per cell and gene, the same ``U`` for the cell's control and perturbed mean, so the
+    counterfactual keeps the cell's own sampling noise (and the genes the perturbation does not
+    change keep their counts exactly).
+
+    All random quantities are drawn whatever the flags, in the same order, so one seed gives
+    the same control cells for any ``effect``, ``cell_type_specific`` and ``sparse``.
+
+    Parameters
+    ----------
+    n_control, n_perturbed : int
+        Numbers of control and perturbed cells (>= 1).
+    n_genes : int
+        Number of genes (>= 2).
+    n_cell_types : int
+        Number of cell types, between 1 and ``n_control``.
+    seed : int or numpy.random.Generator
+        Random seed.
+    perturbation : str
+        Name of the perturbed condition (not ``"control"``).
+    effect : float
+        Scale of the perturbation (finite, >= 0; 0 is no perturbation).
+    cell_type_specific : bool
+        Whether the response depends on the cell type.
+    sparse : bool
+        Store ``X`` and ``layers["counts"]`` as scipy.sparse CSR matrices.
+    de_fraction : float
+        Fraction of the genes that respond, in (0, 1].
+    n_latent : int
+        Dimension of the within-type latent state (>= 1).
+    latent_scale : float
+        Standard deviation of the latent loadings (>= 0; 0: no within-type variation).
+    type_scale : float
+        Standard deviation of the cell types' log-expression offsets (>= 0).
+    library_size : float
+        Median library size (expected total count of a control cell, > 0).
+    library_spread : float
+        Standard deviation of the log library size (>= 0).
+    dispersion : float
+        Median negative binomial dispersion ``phi`` (> 0; variance ``mu + phi mu^2``).
+    target_sum : float
+        Total count each cell is scaled to before ``log1p`` (> 0).
+
+    Returns
+    -------
+    anndata.AnnData
+        ``n_control + n_perturbed`` cells (control cells first) by ``n_genes`` genes:
+
+        - ``X``: log-normalised counts, ``log1p(target_sum * counts / total)``
+          (:func:`w1ot.preprocessing.normalize_log1p`), float32; CSR if ``sparse``.
+        - ``layers["counts"]``: the raw counts (float32 integers; CSR if ``sparse``).
+        - ``layers["truth"]``: dense float32, the perturbed state of every cell in the
+          representation of ``X``: for a control cell, its counterfactual counts normalised by
+          their own total and log1p-transformed exactly as ``X`` is made; for a perturbed cell,
+          its own row of ``X`` (it is already perturbed).
+        - ``obs``: ``condition`` (categorical, ``"control"`` and ``perturbation``),
+          ``cell_type`` (categorical, ``"type_0"``, ...), ``library_size`` (total counts, int);
+          obs names ``"cell_0000"``, ...
+        - ``var``: names ``"gene_000"``, ...; ``response`` (bool), the genes the perturbation
+          changes.
+        - ``uns["simulation"]``: the parameters (JSON-serialisable), the number of response
+          genes and the response strength ``r_k`` of each type.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid argument (the message names it).
+    ImportError
+        If anndata is not installed (``pip install 'w1ot[anndata]'``).
+
+    Examples
+    --------
+    >>> from w1ot.datasets import simulate_perturbation
+    >>> adata = simulate_perturbation(500, 500, 100, 3, seed=0)  # doctest: +SKIP
+    >>> control = adata[adata.obs["condition"] == "control"]  # doctest: +SKIP
+    >>> control.layers["truth"].shape  # doctest: +SKIP
+    (500, 100)
+    """
+    n_control = _check_int(n_control, "n_control")
+    n_perturbed = _check_int(n_perturbed, "n_perturbed")
+    n_genes = _check_int(n_genes, "n_genes", minimum=2)
+    n_cell_types = _check_int(n_cell_types, "n_cell_types")
+    if n_cell_types > n_control:
+        raise ValueError(
+            f"n_cell_types must be <= n_control ({n_control}) so that every type occurs, "
+            f"got {n_cell_types}"
+        )
+    if not isinstance(perturbation, str):
+        raise TypeError(f"perturbation must be a str, got {type(perturbation).__name__}")
+    if not perturbation or perturbation == "control":
+        raise ValueError(
+            f"perturbation must be a non-empty name other than 'control', got {perturbation!r}"
+        )
+    effect = _check_nonneg(effect, "effect")
+    cell_type_specific = _check_bool(cell_type_specific, "cell_type_specific")
+    sparse = _check_bool(sparse, "sparse")
+    de_fraction = _check_fraction(de_fraction, "de_fraction")
+    n_latent = _check_int(n_latent, "n_latent")
+    latent_scale = _check_nonneg(latent_scale, "latent_scale")
+    type_scale = _check_nonneg(type_scale, "type_scale")
+    library_size = _check_positive(library_size, "library_size")
+    library_spread = _check_nonneg(library_spread, "library_spread")
+    dispersion = _check_positive(dispersion, "dispersion")
+    target_sum = _check_positive(target_sum, "target_sum")
+    rng = _rng(seed)
+    try:
+        import anndata
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "simulate_perturbation needs anndata and pandas: pip install 'w1ot[anndata]'"
+        ) from exc
+    import scipy.sparse
+
+    from w1ot.preprocessing import normalize_log1p
+
+    K, G = n_cell_types, n_genes
+
+    # gene programmes, latent loadings, dispersions, type proportions
+    base = rng.normal(0.0, 1.0, G)
+    type_offset = type_scale * rng.normal(0.0, 1.0, (K, G))
+    loadings = latent_scale * rng.normal(0.0, 1.0, (n_latent, G))
+    gene_dispersion = dispersion * np.exp(_DISPERSION_SPREAD * rng.normal(0.0, 1.0, G))
+    proportions = rng.dirichlet(np.full(K, 5.0))
+
+    # the perturbation: both the type-specific and the shared variant are drawn
+    n_response = min(G, max(1, round(de_fraction * G)))
+    response = np.sort(rng.choice(G, size=n_response, replace=False))
+    sign = np.ones(n_response)
+    sign[rng.permutation(n_response)[: n_response // 3]] = -1.0
+    amplitude = rng.uniform(*_AMPLITUDE, n_response)
+    direction = rng.normal(0.0, 1.0, n_latent)
+    direction /= max(float(np.linalg.norm(direction)), 1e-12)
+    strength_k = np.linspace(*_STRENGTH, K)[rng.permutation(K)]
+    weight_k = rng.uniform(0.2, 1.0, (K, n_response))
+    bias_k = rng.uniform(-1.5, 1.5, K)
+    shift_k = rng.normal(0.0, _SHIFT_SD, (K, n_response))
+    weight_1 = rng.uniform(0.2, 1.0, n_response)
+    shift_1 = rng.normal(0.0, _SHIFT_SD, n_response)
+    if cell_type_specific:
+        strength, weight, bias, shift = strength_k, weight_k, bias_k, shift_k
+    else:
+        strength = np.ones(K)
+        weight = np.broadcast_to(weight_1, (K, n_response))
+        bias = np.zeros(K)
+        shift = np.broadcast_to(shift_1, (K, n_response))
+
+    def cells(n: int, every_type: bool):
+        types = rng.choice(K, size=n, p=proportions)
+        if every_type:
+            types[:K] = np.arange(K)
+            types = types[rng.permutation(n)]
+        z = rng.normal(0.0, 1.0, (n, n_latent))
+        lib = library_size * np.exp(library_spread * rng.normal(0.0, 1.0, n))
+        u = np.clip(rng.random((n, G)), _U_EPS, 1.0 - _U_EPS)
+        eta = base + type_offset[types] + z @ loadings
+        eta -= eta.max(axis=1, keepdims=True)
+        share = np.exp(eta)
+        share /= share.sum(axis=1, keepdims=True)
+        mean = lib[:, None] * share
+        activation = 1.0 / (1.0 + np.exp(-(_ACTIVATION_GAIN * (z @ direction) + bias[types])))
+        delta = (
+            effect
+            * strength[types, None]
+            * (sign * amplitude * weight[types] * activation[:, None] + shift[types])
+        )
+        with np.errstate(over="ignore"):  # an overflow is reported just below
+            mean_perturbed = mean[:, response] * np.exp(delta)
+        if not (np.isfinite(mean).all() and np.isfinite(mean_perturbed).all()):
+            raise ValueError(
+                "the expected counts overflow: reduce effect, type_scale, latent_scale or "
+                "library_size"
+            )
+        return types, u, mean, mean_perturbed
+
+    types_c, u_c, mean_c, pert_c = cells(n_control, True)
+    types_p, u_p, mean_p, pert_p = cells(n_perturbed, False)
+
+    counts_c = _nb_quantile(u_c, mean_c, gene_dispersion)
+    counterfactual = counts_c.copy()
+    counterfactual[:, response] = _nb_quantile(u_c[:, response], pert_c, gene_dispersion[response])
+    mean_p[:, response] = pert_p
+    counts_p = _nb_quantile(u_p, mean_p, gene_dispersion)
+    counts = np.concatenate([counts_c, counts_p]).astype(np.float32)
+
+    x = normalize_log1p(counts, target_sum=target_sum).astype(np.float32)
+    truth = np.concatenate(
+        [normalize_log1p(counterfactual, target_sum=target_sum).astype(np.float32), x[n_control:]]
+    )
+    if sparse:
+        x = scipy.sparse.csr_matrix(x)
+        counts_layer = scipy.sparse.csr_matrix(counts)
+    else:
+        counts_layer = counts
+
+    n = n_control + n_perturbed
+    type_names = [f"type_{k}" for k in range(K)]
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(
+                ["control"] * n_control + [perturbation] * n_perturbed,
+                categories=["control", perturbation],
+            ),
+            "cell_type": pd.Categorical.from_codes(
+                np.concatenate([types_c, types_p]), categories=type_names
+            ),
+            "library_size": counts.sum(axis=1, dtype=np.float64).round().astype(np.int64),
+        },
+        index=pd.Index([f"cell_{i:0{max(4, len(str(n - 1)))}d}" for i in range(n)]),
+    )
+    is_response = np.zeros(G, dtype=bool)
+    is_response[response] = True
+    var = pd.DataFrame(
+        {"response": is_response},
+        index=pd.Index([f"gene_{g:0{max(3, len(str(G - 1)))}d}" for g in range(G)]),
+    )
+    seed_used = int(seed) if isinstance(seed, numbers.Integral) else type(seed).__name__
+    simulation = {
+        "n_control": n_control,
+        "n_perturbed": n_perturbed,
+        "n_genes": n_genes,
+        "n_cell_types": n_cell_types,
+        "seed": seed_used,
+        "perturbation": perturbation,
+        "effect": effect,
+        "cell_type_specific": cell_type_specific,
+        "sparse": sparse,
+        "de_fraction": de_fraction,
+        "n_latent": n_latent,
+        "latent_scale": latent_scale,
+        "type_scale": type_scale,
+        "library_size": library_size,
+        "library_spread": library_spread,
+        "dispersion": dispersion,
+        "target_sum": target_sum,
+        "n_response_genes": int(n_response),
+        "response_strength": {name: float(r) for name, r in zip(type_names, strength, strict=True)},
+    }
+    return anndata.AnnData(
+        X=x,
+        obs=obs,
+        var=var,
+        layers={"counts": counts_layer, "truth": truth},
+        uns={"simulation": simulation},
+    )
