@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
 from w1ot import W1OT, datasets
-from w1ot.projection import AUTO_COMPONENTS, PCA, resolve_components
+from w1ot.projection import AUTO_COMPONENTS, EXACT_LIMIT, PCA, resolve_components
 
 QUICK = {"potential_iters": 300, "step_iters": 300, "eval_every": 50, "n_threads": 1}
 
@@ -51,6 +52,46 @@ def test_pca_components_are_orthonormal_and_span_the_top_covariance_subspace():
     assert np.all(p[np.arange(5), np.argmax(np.abs(p), axis=1)] > 0)
     z = pca.encode(x[:3])
     np.testing.assert_allclose(pca.lift(z), (x[:3] - pca.mean) @ p.T @ p, rtol=1e-5, atol=1e-5)
+
+
+def _low_rank_data(n, d, rank=60, seed=0):
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, rank)) * np.geomspace(5.0, 0.5, rank)
+    mix = rng.normal(size=(rank, d)) / np.sqrt(rank)
+    return (latent @ mix + 0.3 * rng.normal(size=(n, d)) + 2.0).astype(np.float32)
+
+
+def test_randomized_components_match_the_exact_subspace_on_wide_data():
+    x = _low_rank_data(1500, 900)
+    assert min(x.shape) > EXACT_LIMIT  # the randomized path
+    fast = PCA.fit(x, 50, seed=0)
+    exact_mean = x.astype(np.float64).mean(axis=0)
+    vt = np.linalg.svd(x.astype(np.float64) - exact_mean, full_matrices=False)[2][:50]
+    np.testing.assert_allclose(fast.mean, exact_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fast.components @ fast.components.T, np.eye(50), atol=1e-10)
+    cosines = np.linalg.svd(vt @ fast.components.T, compute_uv=False)
+    assert cosines.min() > 1 - 1e-4, cosines.min()
+    # each leading component matches its exact counterpart, signs included
+    np.testing.assert_allclose(np.abs(np.sum(fast.components[:10] * vt[:10], axis=1)), 1, atol=1e-4)
+
+
+def test_randomized_components_are_reproducible_by_seed():
+    x = _low_rank_data(800, 700, seed=2)
+    a, b = PCA.fit(x, 20, seed=5), PCA.fit(x, 20, seed=5)
+    np.testing.assert_array_equal(a.components, b.components)
+    c = PCA.fit(x, 20, seed=6)  # another sketch: the same subspace to rounding
+    assert np.linalg.svd(a.components @ c.components.T, compute_uv=False).min() > 1 - 1e-4
+
+
+def test_randomized_components_cost_a_fraction_of_the_exact_svd():
+    x = _low_rank_data(1500, 1000, seed=3)
+    t0 = time.perf_counter()
+    PCA.fit(x, 50, seed=0)
+    fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    np.linalg.svd(x.astype(np.float64) - x.mean(axis=0), full_matrices=False)
+    exact = time.perf_counter() - t0
+    assert fast < 0.5 * exact, (fast, exact)
 
 
 def test_pca_needs_enough_cells():

@@ -238,7 +238,7 @@ def test_load_truncated_file(fitted, tmp_path, keep):
     data = path.read_bytes()
     bad = tmp_path / "truncated.npz"
     bad.write_bytes(data[: math.floor(keep * len(data))])
-    with pytest.raises(ModelFileError, match=r"truncated\.npz.*not a readable w1ot model"):
+    with pytest.raises(ModelFileError, match=r"truncated\.npz.*not a (readable )?w1ot model"):
         W1OT.load(bad)
 
 
@@ -252,8 +252,9 @@ def test_load_npz_without_metadata(tmp_path):
 def test_load_text_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("these are not the parameters you are looking for\n")
-    with pytest.raises(ModelFileError, match="not a readable w1ot model"):
+    with pytest.raises(ModelFileError, match="not a w1ot model file") as exc:
         W1OT.load(path)
+    assert "pickle" not in str(exc.value)  # nothing may suggest unsafe loading
 
 
 def test_load_npy_file(tmp_path):

@@ -1,8 +1,9 @@
 """w1ot: fast Wasserstein-1 neural optimal transport for single-cell perturbation prediction.
 
 The numerical core is Rust (``w1ot._core``); this package is the NumPy-facing layer:
-``W1OT`` and ``W2OT`` (solvers), ``baselines``, ``benchmark`` (the paper's evaluation protocol),
-``datasets`` (toy data), ``metrics`` (numba), ``plotting`` (matplotlib).
+``W1OT`` and ``W2OT`` (solvers), ``tl`` (fit and predict on AnnData), ``pp`` (preprocessing),
+``baselines``, ``benchmark`` (the paper's evaluation protocol), ``datasets`` (toy data and the
+perturbation simulator), ``metrics`` (numba), ``plotting`` (matplotlib).
 
 Names are loaded on first use, so ``import w1ot.datasets`` (say) does not load the
 extension, numba or matplotlib.
@@ -34,7 +35,9 @@ _SUBMODULES = {
     "metrics",
     "solvers",
     "plotting",
+    "pp",
     "preprocessing",
+    "tl",
 }
 
 __all__ = ["W1OT", "W2OT", "ModelFileError", "Progress", "TrainingError", "__version__"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from w1ot._validation import as_cells
+from w1ot.io import ModelFileError, load_model, save_model
 
 __all__ = ["BASELINES", "Identity", "MeanShift", "Observed"]
 
@@ -21,6 +22,41 @@ class _Baseline:
     """Shared validation and fitted-state handling."""
 
     n_features_: int | None = None
+    fitted_on_: dict | None = None
+    # Fitted arrays and constructor options, for save/load.
+    _ARRAYS: tuple[str, ...] = ()
+    _OPTIONS: tuple[str, ...] = ()
+
+    def get_params(self) -> dict:
+        """The configuration, as keyword arguments for ``type(self)(**params)``."""
+        return {k: getattr(self, k) for k in self._OPTIONS}
+
+    def save(self, path) -> None:
+        """Saves the fitted baseline to ``path`` (the safe .npz model format)."""
+        self._check_fitted()
+        meta = {"class": type(self).__name__, "config": self.get_params()}
+        meta["n_features"] = int(self.n_features_)
+        if self.fitted_on_ is not None:
+            meta["fitted_on"] = self.fitted_on_
+        save_model(path, meta, {k: getattr(self, k) for k in self._ARRAYS})
+
+    @classmethod
+    def load(cls, path):
+        """Loads a baseline written by :meth:`save`."""
+        meta, arrays = load_model(path, cls.__name__)
+        try:
+            model = cls(**meta["config"])
+            n = int(meta["n_features"])
+            for k in cls._ARRAYS:
+                a = np.asarray(arrays[k], dtype=np.float64)
+                if a.shape[-1] != n or not np.isfinite(a).all():
+                    raise ValueError(f"array {k!r} does not match n_features={n}")
+                setattr(model, k, a)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path!s}: not a valid {cls.__name__} file: {exc}") from exc
+        model.n_features_ = n
+        model.fitted_on_ = meta.get("fitted_on")
+        return model
 
     @property
     def is_fitted(self) -> bool:
@@ -40,6 +76,7 @@ class _Baseline:
     def _fit_inputs(self, source, target) -> tuple[np.ndarray, np.ndarray]:
         src = as_cells(source, "source")
         tgt = as_cells(target, "target", n_features=src.shape[1])
+        self.fitted_on_ = None
         return src, tgt
 
     def _cells(self, x) -> np.ndarray:
@@ -86,6 +123,9 @@ class Observed(_Baseline):
         Seed of the draw.
     """
 
+    _ARRAYS = ("target_",)
+    _OPTIONS = ("seed",)
+
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = int(seed)
         self.target_: np.ndarray | None = None
@@ -123,6 +163,9 @@ class MeanShift(_Baseline):
     seed : int
         Seed of the balancing subsample.
     """
+
+    _ARRAYS = ("shift_",)
+    _OPTIONS = ("balance", "positive", "seed")
 
     def __init__(self, *, balance: bool = True, positive: bool = False, seed: int = 0) -> None:
         self.balance = bool(balance)

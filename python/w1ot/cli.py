@@ -1,18 +1,92 @@
-"""The ``w1ot`` command.
+"""The ``w1ot`` command: ``fit`` and ``predict`` on .h5ad files, ``benchmark`` (the paper's
+evaluation protocol) and ``demo``.
 
-``w1ot demo`` trains a W1OT model with the default settings on a toy dataset, prints the
-fit time and the quality metrics, and writes a Fig. 2-style plot of the transport.
+A user mistake (a missing file, an unknown column or label, a bad option value) prints one
+line on stderr and exits non-zero; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
+import os
 import sys
 import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from w1ot.datasets import TOY_DATASETS, load_toy
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (usage is one ``--help`` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def parse_value(text: str) -> Any:
+    """An option value given as text: true/false/yes/no/on/off (any case) are booleans,
+    none/null is None, Python literals (numbers, lists, tuples, quoted strings) are
+    themselves, anything else is the text."""
+    t = text.strip()
+    if t.lower() in _WORDS:
+        return _WORDS[t.lower()]
+    if t.lower() in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(t)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return t
+
+
+def parse_options(specs: Sequence[str], flag: str, cls=None) -> dict[str, Any]:
+    """``KEY=VALUE`` texts as keyword arguments; with ``cls``, every key must be one of its
+    constructor's keyword arguments."""
+    known = None
+    if cls is not None:
+        known = [p for p in inspect.signature(cls).parameters if p != "self"]
+    out: dict[str, Any] = {}
+    for spec in specs:
+        key, sep, val = spec.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"{flag} {spec!r}: expected KEY=VALUE")
+        if known is not None and key not in known:
+            raise UsageError(
+                f"{flag} {spec!r}: {cls.__name__} has no option {key!r} "
+                f"(options: {', '.join(known)})"
+            )
+        out[key] = parse_value(val)
+    return out
+
+
+def read_h5ad(path: str, flag: str = "--h5ad"):
+    """An AnnData read from ``path``; a missing or unreadable file is a :class:`UsageError`."""
+    try:
+        import anndata
+    except ImportError as exc:
+        raise UsageError("reading .h5ad files needs anndata: pip install 'w1ot[anndata]'") from exc
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # anndata's notes on old layouts
+        try:
+            return anndata.read_h5ad(path)
+        except Exception as exc:  # h5py and anndata raise many types for a foreign file
+            raise UsageError(f"{flag} {path}: not a readable .h5ad file ({exc})") from exc
+
 
 DEMO_DATASETS = ("moons", "circles", "swiss_roll", "bookshelf", "eight_gaussians", "checkerboard")
 
@@ -91,9 +165,174 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="w1ot", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+# --------------------------------------------------------------------------------------------
+# fit / predict
+# --------------------------------------------------------------------------------------------
+
+_SOLVER_FLAGS = {"w1ot": "--w1ot", "w2ot": "--w2ot"}
+
+
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    from w1ot.tl import _estimator
+
+    for method, flag in _SOLVER_FLAGS.items():
+        if getattr(args, method) and args.method != method:
+            raise UsageError(f"{flag} options given, but --method is {args.method}")
+    cls = type(_estimator(args.method, {}))
+    if args.method in _SOLVER_FLAGS:
+        options = parse_options(getattr(args, args.method), _SOLVER_FLAGS[args.method], cls)
+        options.setdefault("n_threads", args.threads)
+        options.setdefault("progress", not args.quiet)
+    else:
+        options = {}
+    if "seed" in inspect.signature(cls).parameters:
+        options.setdefault("seed", args.seed)
+    return options
+
+
+def _genes(args: argparse.Namespace, adata):
+    if args.genes and args.hvg:
+        raise UsageError("pass --genes or --hvg, not both")
+    if args.hvg:
+        from w1ot.preprocessing import highly_variable_genes
+
+        if args.obsm_key:
+            raise UsageError("--hvg selects genes; it cannot be used with --obsm-key")
+        return highly_variable_genes(adata, args.hvg, layer=args.layer)
+    if not args.genes:
+        return None
+    if args.genes in adata.var.columns:
+        return args.genes
+    if os.path.isfile(args.genes):
+        with open(args.genes) as fh:
+            return [g.strip() for g in fh if g.strip()]
+    raise UsageError(f"--genes {args.genes}: neither a column of adata.var nor a file of genes")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from w1ot import tl
+
+    options = _method_options(args)
+    adata = read_h5ad(args.h5ad)
+    genes = _genes(args, adata)
+    t0 = time.perf_counter()
+    model = tl.fit(
+        adata,
+        condition_key=args.condition_key,
+        control=_label(adata, args.condition_key, args.control),
+        perturbation=_label(adata, args.condition_key, args.perturbation),
+        layer=args.layer,
+        obsm_key=args.obsm_key,
+        genes=genes,
+        method=args.method,
+        **options,
+    )
+    elapsed = time.perf_counter() - t0
+    try:
+        model.save(args.out)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write the model ({exc})") from exc
+    spec = model.fitted_on_
+    from w1ot._anndata import Representation
+
+    rep = Representation.from_dict(spec["representation"])
+    print(
+        f"fitted {type(model).__name__} of {spec['perturbation']!s} on "
+        f"{spec['n_cells']['control']} {spec['control']!s} and "
+        f"{spec['n_cells']['perturbation']} {spec['perturbation']!s} cells "
+        f"({rep.describe()}) in {elapsed:.1f} s; model written to {args.out}"
+    )
+    return 0
+
+
+def _label(adata, key: str, text: str):
+    """The obs label that ``text`` names (labels may be numbers in the file)."""
+    from w1ot._anndata import labels
+
+    values = labels(adata, key, "--condition-key")
+    for v in dict.fromkeys(values.tolist()):
+        if str(v) == text:
+            return v
+    return text  # tl.fit reports it with the labels present
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from w1ot import tl
+    from w1ot.io import ModelFileError
+
+    if not os.path.isfile(args.model):
+        raise UsageError(f"--model {args.model}: no such file")
+    try:
+        model = tl.load(args.model)
+    except ModelFileError as exc:
+        raise UsageError(f"--model {args.model}: {exc}") from exc
+    adata = read_h5ad(args.h5ad)
+    pred = tl.predict(model, adata, key_added=args.key_added)
+    try:
+        pred.write_h5ad(args.out)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write ({exc})") from exc
+    spec = model.fitted_on_
+    print(
+        f"predicted {pred.n_obs} cells of {spec['perturbation']!s} from {spec['control']!s} "
+        f"cells; written to {args.out}"
+    )
+    return 0
+
+
+def _add_fit_parser(sub) -> None:
+    from w1ot.tl import METHODS
+
+    p = sub.add_parser(
+        "fit",
+        help="fit a perturbation model on an .h5ad file and save it",
+        description="Fit one perturbation (control -> perturbed cells of an .h5ad file) and "
+        "write the model, which remembers the representation, genes and labels.",
+    )
+    p.add_argument("--h5ad", required=True, help="AnnData file with control and perturbed cells")
+    p.add_argument("--condition-key", required=True, help="obs column of the condition labels")
+    p.add_argument("--control", required=True, help="control label")
+    p.add_argument("--perturbation", required=True, help="perturbation label")
+    p.add_argument("--out", required=True, help="model file to write (e.g. model.w1ot)")
+    p.add_argument("--method", choices=METHODS, default="w1ot", help="(default: %(default)s)")
+    p.add_argument("--layer", help="use adata.layers[LAYER] instead of X")
+    p.add_argument("--obsm-key", help="use the embedding adata.obsm[OBSM_KEY]")
+    p.add_argument("--genes", help="a boolean var column (highly_variable) or a file of genes")
+    p.add_argument("--hvg", type=int, help="use the top HVG most variable genes")
+    for method, flag in _SOLVER_FLAGS.items():
+        p.add_argument(
+            flag,
+            dest=method,
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a {method.upper()} option, e.g. "
+            + ("potential_iters=1000" if method == "w1ot" else "iters=20000")
+            + " (repeatable)",
+        )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="solver threads (0: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _debug_flag(p)
+    p.set_defaults(func=_fit)
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict perturbed cells from control cells with a saved model",
+        description="Predict the perturbed state of the control cells of an .h5ad file (all "
+        "its cells if it has no condition column) and write them as a new .h5ad.",
+    )
+    p.add_argument("--model", required=True, help="model file written by w1ot fit")
+    p.add_argument("--h5ad", required=True, help="AnnData file with the control cells")
+    p.add_argument("--out", required=True, help=".h5ad file to write the predictions to")
+    p.add_argument("--key-added", default="w1ot", help="prefix of the added columns (w1ot)")
+    _debug_flag(p)
+    p.set_defaults(func=_predict)
+
+
+def _add_demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="train on a toy dataset and report metrics and timing")
     demo.add_argument(
         "--dataset", default="moons", choices=sorted(set(DEMO_DATASETS) & set(TOY_DATASETS))
@@ -106,16 +345,67 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--threads", type=int, default=0, help="worker threads (0: all cores)")
     demo.add_argument("--out", default="w1ot_demo.png", help="PNG to write ('' for none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    from w1ot.benchmark import add_benchmark_parser
+    _debug_flag(demo)
+    demo.set_defaults(func=_run_demo)
 
-    add_benchmark_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "benchmark":
-        return args.func(args)
+
+def _run_demo(args: argparse.Namespace) -> int:
     if args.n < 300:
-        parser.error("--n must be at least 300 (the default batch of 256 plus held-out cells)")
+        raise UsageError("--n must be at least 300 (the default batch of 256 plus held-out cells)")
     np.seterr(all="ignore")
     return _demo(args)
+
+
+def _debug_flag(p) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an error",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from w1ot import __version__
+    from w1ot.benchmark import add_benchmark_parser
+
+    parser = _Parser(prog="w1ot", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"w1ot {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_fit_parser(sub)
+    _add_predict_parser(sub)
+    bench = add_benchmark_parser(sub)
+    _debug_flag(bench)
+    _add_demo_parser(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"w1ot: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the ``w1ot`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        return args.func(args)
+    from w1ot.io import ModelFileError
+    from w1ot.solvers import TrainingError
+
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"w1ot {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ModelFileError, TrainingError, ValueError, TypeError, OSError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"w1ot {args.command}: error: {text}", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

@@ -35,16 +35,33 @@ def save_model(
         np.savez(fh, **{_META: blob}, **{k: np.asarray(v, order="C") for k, v in arrays.items()})
 
 
+def read_class(path: str | os.PathLike) -> str:
+    """The class name recorded in a model file (to pick the class that loads it)."""
+    return str(_read(path)[0].get("class"))
+
+
 def load_model(
     path: str | os.PathLike, expected_class: str
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reads a file written by :func:`save_model`; raises :class:`ModelFileError` when it is
     not a w1ot model of ``expected_class``, is truncated, or has a newer format version."""
+    meta, arrays = _read(path)
+    if meta.get("class") != expected_class:
+        raise ModelFileError(
+            f"{os.fspath(path)!r} holds a {meta.get('class')}, not a {expected_class}"
+        )
+    return meta, arrays
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    # np.load would try to unpickle anything that is neither .npz nor .npy (and its error
+    # suggests allow_pickle): look at the magic bytes first.
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise ModelFileError(f"{os.fspath(path)!r} is not a w1ot model file (not an .npz archive)")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
-            raise ModelFileError(f"{os.fspath(path)!r} is not a w1ot model file (a single array)")
-        with loaded as npz:
+        with np.load(path, allow_pickle=False) as npz:
             if _META not in npz.files:
                 raise ModelFileError(f"{os.fspath(path)!r} is not a w1ot model file (no metadata)")
             arrays = {k: npz[k] for k in npz.files}
@@ -68,8 +85,7 @@ def load_model(
             f"{os.fspath(path)!r} has model format version {version}; this w1ot reads up to "
             f"version {VERSION}: upgrade w1ot to load it"
         )
-    if meta.get("class") != expected_class:
-        raise ModelFileError(
-            f"{os.fspath(path)!r} holds a {meta.get('class')}, not a {expected_class}"
-        )
+    fitted_on = meta.get("fitted_on")
+    if fitted_on is not None and not isinstance(fitted_on, dict):
+        raise ModelFileError(f"{os.fspath(path)!r}: corrupt metadata (fitted_on)")
     return meta, arrays

@@ -11,6 +11,8 @@ Dense arrays and scipy.sparse matrices are accepted; sparse input stays sparse.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["highly_variable_genes", "normalize_log1p"]
@@ -32,23 +34,63 @@ def _check_matrix(X, name: str = "X"):
     return X
 
 
-def normalize_log1p(X, target_sum: float = 1e4):
+def _warn_unless_counts(X, where: str) -> None:
+    """Normalising data that are already normalised distorts them: say so."""
+    vals = X.data if _is_sparse(X) else np.asarray(X).ravel()
+    vals = vals[:: max(1, vals.size // 100_000)]  # a sample is enough to tell
+    if vals.size and not np.all(vals == np.round(vals)):
+        warnings.warn(
+            f"{where} does not look like raw counts (it has non-integer values): it may "
+            "already be normalised, and normalising again distorts it",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def normalize_log1p(X, target_sum: float = 1e4, *, layer: str | None = None, key_added=None):
     """Normalise each cell to ``target_sum`` total counts, then apply ``log1p``.
 
     ``out[i, g] = log1p(target_sum * X[i, g] / sum_g X[i, g])``. Cells with zero total stay 0.
+    A warning says so when the input has non-integer values (it looks normalised already).
 
     Parameters
     ----------
-    X : array-like or scipy.sparse matrix, shape (n_cells, n_genes)
-        Raw (non-negative) counts.
+    X : AnnData, array-like or scipy.sparse matrix, shape (n_cells, n_genes)
+        Raw (non-negative) counts. An AnnData is changed in place (scanpy's habit): its ``X``
+        (or ``layers[layer]``) is replaced by the result, or the result is written to
+        ``layers[key_added]``.
     target_sum : float
         Total per cell after scaling (default 1e4).
+    layer, key_added : str, optional
+        AnnData only: read ``layers[layer]`` instead of ``X``; write to ``layers[key_added]``.
 
     Returns
     -------
-    ndarray (float64) or scipy.sparse CSR matrix (float64), same shape as ``X``.
+    ndarray (float64) or scipy.sparse CSR matrix (float64), same shape as ``X``; ``None`` for
+    an AnnData.
     """
+    if hasattr(X, "obs") and hasattr(X, "var_names"):
+        adata = X
+        if layer is not None and layer not in adata.layers:
+            raise ValueError(f"layer={layer!r} is not in adata.layers ({list(adata.layers)})")
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        src = adata.X if layer is None else adata.layers[layer]
+        _warn_unless_counts(_check_matrix(src, where), where)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = normalize_log1p(src, target_sum)
+        out = out.astype(np.float32)
+        if key_added is not None:
+            adata.layers[key_added] = out
+        elif layer is None:
+            adata.X = out
+        else:
+            adata.layers[layer] = out
+        return None
+    if layer is not None or key_added is not None:
+        raise TypeError("layer and key_added need an AnnData")
     X = _check_matrix(X)
+    _warn_unless_counts(X, "X")
     if not (np.isfinite(target_sum) and target_sum > 0):
         raise ValueError(f"target_sum must be a positive number, got {target_sum!r}")
     if _is_sparse(X):

@@ -130,6 +130,8 @@ class Solver:
         self._n_features = 0
         self.history: dict[str, np.ndarray] = {}
         self.fit_time_: dict[str, float] = {}
+        # What w1ot.tl recorded about the AnnData it was fitted on (opaque here; saved).
+        self.fitted_on_: dict[str, Any] | None = None
 
     def get_params(self) -> dict[str, Any]:
         """The configuration, as keyword arguments for ``type(self)(**params)``."""
@@ -201,7 +203,7 @@ class Solver:
         k = resolve_components(self.n_components, src.shape[1], self.hidden[0])
         pca = None
         if k is not None:
-            pca = PCA.fit(np.vstack([src_train, tgt_train]), k)
+            pca = PCA.fit(np.vstack([src_train, tgt_train]), k, seed=self.seed)
             src_train, tgt_train = pca.encode(src_train), pca.encode(tgt_train)
             valid = tuple(None if v is None else pca.encode(v) for v in valid)
         return src_train, tgt_train, valid, pca, src.shape[1]
@@ -216,6 +218,7 @@ class Solver:
     ) -> None:
         self._core, self.history, self.fit_time_ = core, history, times
         self._pca, self._n_features = pca, n_features
+        self.fitted_on_ = None  # a refit on arrays forgets the AnnData of a previous fit
 
     # -- inference -----------------------------------------------------------------------
 
@@ -270,6 +273,8 @@ class Solver:
             "n_features": self.n_features,
             "fit_time": self.fit_time_,
         }
+        if self.fitted_on_ is not None:
+            meta["fitted_on"] = self.fitted_on_
         save_model(path, meta, arrays)
 
     @classmethod
@@ -298,6 +303,7 @@ class Solver:
             ) from exc
         history = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")}
         model._set_fitted(core, pca, n_features, history, dict(meta.get("fit_time", {})))
+        model.fitted_on_ = meta.get("fitted_on")
         return model
 
 
