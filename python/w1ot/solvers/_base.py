@@ -55,13 +55,25 @@ def widths(v: Sequence[int], name: str) -> list[int]:
     return out
 
 
-def integer(v, name: str, minimum: int) -> int:
+# The core counts in 64-bit integers.
+MAX_INT = 2**63 - 1
+#: More worker threads than this is a mistake on any machine.
+MAX_THREADS = 1024
+
+
+def integer(v, name: str, minimum: int, maximum: int = MAX_INT) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {v!r}")
     if v < minimum:
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {v!r}")
+    if v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {v!r}")
     return int(v)
+
+
+def threads(v) -> int:
+    return integer(v, "n_threads", 0, MAX_THREADS)
 
 
 def number(v, name: str) -> float:

@@ -23,6 +23,7 @@ from w1ot.solvers._base import (
     flag,
     integer,
     number,
+    threads,
     widths,
 )
 from w1ot.solvers._base import positive as positive_number
@@ -127,7 +128,7 @@ class W1OT(Solver):
         self.potential_iters = integer(potential_iters, "potential_iters", 0)
         self.step_iters = integer(step_iters, "step_iters", 0)
         self.seed = integer(seed, "seed", 0)
-        self.n_threads = integer(n_threads, "n_threads", 0)
+        self.n_threads = threads(n_threads)
         bad = [h for h in self.hidden if h % self.group_size]
         if bad:
             raise ValueError(f"group_size={group_size} must divide every hidden width, not {bad}")

@@ -28,6 +28,7 @@ from w1ot.solvers._base import (
     integer,
     number,
     positive,
+    threads,
     widths,
 )
 from w1ot.solvers._base import betas as adam_betas
@@ -141,7 +142,7 @@ class W2OT(Solver):
         self.patience = integer(patience, "patience", 1)
         self.n_components = components(n_components, self.hidden[0])
         self.seed = integer(seed, "seed", 0)
-        self.n_threads = integer(n_threads, "n_threads", 0)
+        self.n_threads = threads(n_threads)
         self.progress = flag(progress, "progress")
         self._init_state()
 

@@ -1,0 +1,72 @@
+"""Promises at the boundary (issue: no panic, no silent failure): every option of both
+solvers is checked in the constructor, with a message naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from w1ot import W1OT, W2OT
+
+BOTH = [W1OT, W2OT]
+
+
+@pytest.mark.parametrize("cls", BOTH)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_threads": 10_000}, ValueError, "n_threads must be at most 1024"),
+        ({"n_threads": -1}, ValueError, "n_threads"),
+        ({"n_threads": 2.0}, TypeError, "n_threads"),
+        ({"seed": 2**70}, ValueError, "seed must be at most"),
+        ({"seed": 2**63}, ValueError, "seed must be at most"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": "0"}, TypeError, "seed"),
+        ({"batch_size": 2**64}, ValueError, "batch_size must be at most"),
+        ({"batch_size": np.int64(0)}, ValueError, "batch_size"),
+        ({"hidden": "64"}, TypeError, "hidden"),
+        ({"hidden": [16.7]}, TypeError, "hidden"),
+        ({"hidden": []}, ValueError, "hidden"),
+        ({"early_stopping": "no"}, TypeError, "early_stopping"),
+        ({"early_stopping": 0}, TypeError, "early_stopping"),
+        ({"valid_fraction": None}, TypeError, "valid_fraction"),
+        ({"valid_fraction": "0.1"}, TypeError, "valid_fraction"),
+        ({"progress": "yes"}, TypeError, "progress"),
+        ({"n_components": "all"}, ValueError, "n_components"),
+        ({"n_components": 2.5}, TypeError, "n_components"),
+    ],
+)
+def test_bad_options_fail_in_the_constructor_naming_the_option(cls, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"potential_iters": 2**63}, ValueError, "potential_iters must be at most"),
+        ({"step_iters": -5}, ValueError, "step_iters"),
+        ({"potential_lr": None}, TypeError, "potential_lr"),
+        ({"potential_lr": "1e-2"}, TypeError, "potential_lr"),
+        ({"potential_lr": float("nan")}, ValueError, "potential_lr"),
+        ({"disc_lr": 0}, ValueError, "disc_lr"),
+        ({"positive": "false"}, TypeError, "positive"),
+        ({"step_loss": "wgan"}, ValueError, "step_loss"),
+        ({"orthogonal": "householder"}, ValueError, "orthogonal"),
+        ({"group_size": 0}, ValueError, "group_size"),
+        ({"label_smoothing": "0.1"}, TypeError, "label_smoothing"),
+    ],
+)
+def test_w1ot_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        W1OT(**kwargs)
+
+
+@pytest.mark.parametrize("cls", BOTH)
+def test_a_non_callable_callback_fails_before_training(cls):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2)).astype(np.float32)
+    model = cls(batch_size=64, seed=0)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        model.fit(x, x + 1, callback="print")
+    assert not model.is_fitted
