@@ -1,6 +1,8 @@
 """Tests of w1ot.benchmark (the evaluation harness) and w1ot.preprocessing."""
 
 import argparse
+import math
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -266,6 +268,94 @@ def test_plot(tmp_path):
     assert path2.exists()
 
 
+def _sidebyside_results(identity_r2=-5.0, seed=0):
+    """Tidy results of four methods over 6 runs on two feature sets; identity's r2 far below."""
+    rng = np.random.default_rng(seed)
+    centre = {
+        "r2": {"identity": identity_r2, "observed": 0.95, "mean_shift": 0.85, "w1ot": 0.9},
+        "mmd": {"identity": 0.08, "observed": 0.01, "mean_shift": 0.05, "w1ot": 0.03},
+    }
+    rows = [
+        (m, f"p{r % 3}", "", r // 3, feats, metric, v + 0.02 * (abs(v) + 0.1) * rng.normal())
+        for feats in ("all", "top50")
+        for metric, c in centre.items()
+        for m, v in c.items()
+        for r in range(6)
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_plot_rows_per_feature_set_and_title(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # 60 features > top_k = 5: two rows (all, top5), labelled
+    res = run(make_adata(d=60), n_repeats=1, top_k=5, dataset="toy_screen")
+    fig = res.plot()
+    assert len(fig.axes) == 6
+    assert fig.axes[0].get_ylabel() == "all 60 features"
+    assert fig.axes[3].get_ylabel() == "top 5 DE features"
+    text = fig._suptitle.get_text()
+    assert "toy_screen" in text and "all 60 features" in text and "top 5 DE" in text
+    plt.close(fig)
+    # 8 features <= 50: the top-50 set is all features, drawn once
+    res = run(make_adata(), n_repeats=1)
+    fig = plot_benchmark(res.results, title="my run", dataset="toy", n_features=8)
+    assert len(fig.axes) == 3
+    assert "= top 50" in fig.axes[0].get_ylabel()
+    assert fig._suptitle.get_text().startswith("my run (toy)")
+    plt.close(fig)
+    # one feature set on request; axes of the caller
+    fig, axes = plt.subplots(1, 3)
+    assert plot_benchmark(res.results, features="top50", axes=axes) is fig
+    with pytest.raises(ValueError, match="axes: need 3"):
+        plot_benchmark(res.results, features="top50", axes=axes[:2])
+    plt.close(fig)
+
+
+def test_plot_far_off_method_does_not_squash_the_others(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = _sidebyside_results(identity_r2=-5.0)
+    fig = plot_benchmark(df, path=None, metrics=("r2", "mmd"))
+    assert len(fig.axes) == 4  # rows all, top50 x metrics r2, mmd
+    for ax in (fig.axes[0], fig.axes[2]):  # the r2 panels
+        feats = "all" if ax is fig.axes[0] else "top50"
+        v = df[(df["metric"] == "r2") & (df["features"] == feats)]
+        others = v.loc[v["method"] != "identity", "value"]
+        spread = others.max() - others.min()
+        lo, hi = ax.get_ylim()
+        assert lo <= others.min() and hi >= others.max()  # every other run is visible
+        assert hi - lo < 3 * spread  # and resolved: identity (-5) is off the axis
+        notes = [t.get_text() for t in ax.texts if "median" in t.get_text()]
+        med = v.loc[v["method"] == "identity", "value"].median()
+        assert notes == [f"median\n{med:.3g}"]  # its arrow says where it is
+    # the MMD panel has no far-off method: every method sets the axis, no arrow
+    ax = fig.axes[1]
+    v = df[(df["metric"] == "mmd") & (df["features"] == "all")]["value"]
+    assert ax.get_ylim()[0] <= v.min() and ax.get_ylim()[1] >= v.max()
+    assert not [t for t in ax.texts if "median" in t.get_text()]
+    plt.close(fig)
+    # without clipping the axis reaches identity
+    fig = plot_benchmark(df, metrics=("r2",), outlier_factor=None)
+    assert fig.axes[0].get_ylim()[0] < -5
+    plt.close(fig)
+    # a baseline that is merely worse is not clipped
+    fig = plot_benchmark(_sidebyside_results(identity_r2=0.7), metrics=("r2",))
+    assert fig.axes[0].get_ylim()[0] < 0.7
+    plt.close(fig)
+    path = tmp_path / "far.png"
+    plot_benchmark(df, path=path, dataset="synthetic")
+    assert path.stat().st_size > 1000
+
+
 # --------------------------------------------------------------------------------------------
 # data input
 # --------------------------------------------------------------------------------------------
@@ -457,6 +547,180 @@ def test_w1ot_method_runs_with_kwargs():
     assert w[("all", "fit_time")] > 0 and np.isfinite(w.to_numpy()).all()
 
 
+def relabel(ad, n, label, source="B"):
+    """A copy of ``ad`` with the first ``n`` cells of ``source`` relabelled ``label``."""
+    ad = ad.copy()
+    cond = ad.obs["condition"].astype(str).to_numpy().copy()
+    cond[np.flatnonzero(cond == source)[:n]] = label
+    obs = ad.obs.copy()
+    obs["condition"] = pd.Categorical(cond)
+    ad.obs = obs
+    return ad
+
+
+class BatchRecorder:
+    """An estimator with a batch_size in get_params (and no held-out split): records the
+    batch of each fit and fails, as the solvers do, if a side has fewer cells."""
+
+    log: ClassVar[list] = []
+
+    def __init__(self, batch_size=100, seed=0):
+        self.batch_size, self.seed = batch_size, seed
+
+    def get_params(self):
+        return {"batch_size": self.batch_size, "seed": self.seed}
+
+    def fit(self, source, target):
+        if min(len(source), len(target)) < self.batch_size:
+            raise ValueError(f"batch_size={self.batch_size} exceeds the training cells")
+        BatchRecorder.log.append((self.batch_size, len(source), len(target)))
+        return self
+
+    def transport(self, x):
+        return np.asarray(x, dtype=float)
+
+
+def test_harness_train_cells_follow_the_solvers_rule():
+    from w1ot.benchmark import _batch_for_run, _solver_train_cells
+    from w1ot.solvers import W1OT, W2OT
+
+    rng = np.random.default_rng(0)
+    cases = ((9, 0.1), (10, 0.1), (17, 0.1), (252, 0.1), (280, 0.1), (33, 0.3), (7, 0.0))
+    for cls in (W1OT, W2OT):
+        for n, vf in cases:
+            x = rng.normal(size=(n, 3))
+            src_train = cls(batch_size=1, valid_fraction=vf)._prepare(x, x[: n // 2 + 1])[0]
+            assert src_train.shape[0] == _solver_train_cells(n, vf)
+            # the harness's batch fits exactly: one more is refused by the solver
+            big = cls(batch_size=10_000, valid_fraction=vf, seed=3)
+            est, batch, note = _batch_for_run(big, n, n + 5)
+            assert batch == _solver_train_cells(n, vf) and f"batch_size={batch}" in note
+            assert type(est) is cls and est.batch_size == batch
+            assert est.get_params() == {**big.get_params(), "batch_size": batch}
+            est._prepare(x, x)
+            with pytest.raises(ValueError, match=f"batch_size={batch + 1} exceeds"):
+                cls(batch_size=batch + 1, valid_fraction=vf)._prepare(x, x)
+            # a batch that fits is left alone
+            fits = cls(batch_size=batch, valid_fraction=vf)
+            assert _batch_for_run(fits, n, n) == (fits, batch, None)
+
+
+def test_small_perturbations_use_the_largest_batch_that_fits():
+    # A: 700 cells -> 200 train -> 180 after valid_fraction=0.1; B: 60 -> 30 -> 27;
+    # control: 600 -> 300 -> 270. Requested: w1ot 128, w2ot 64, BatchRecorder 100.
+    ad = make_adata(n_ctrl=600, n_a=700, n_b=60, d=4)
+    BatchRecorder.log = []
+    methods = {
+        "identity": "identity",
+        "w1ot": "w1ot",
+        "w2ot": "w2ot",
+        "rec": BatchRecorder,
+    }
+    with pytest.warns(RuntimeWarning, match="batch_size") as record:
+        res = run(
+            ad,
+            methods=methods,
+            n_repeats=2,
+            w1ot_kwargs={"potential_iters": 50, "step_iters": 50, "batch_size": 128},
+            w2ot_kwargs={"iters": 50, "batch_size": 64},
+        )
+    msgs = [str(w.message) for w in record if "batch_size" in str(w.message)]
+    # one warning per method and perturbation (not per repeat), naming both and the batch
+    assert len(msgs) == 3
+    assert all("'B'" in m and "'A'" not in m for m in msgs)
+    assert any("'w1ot'" in m and "fitted with batch_size=27" in m for m in msgs)
+    assert any("'w2ot'" in m and "fitted with batch_size=27" in m for m in msgs)
+    assert any("'rec'" in m and "fitted with batch_size=30" in m for m in msgs)  # no hold-out
+    s = res.splits.set_index(["perturbation", "repeat"])
+    assert s["batch_size"].tolist() == [128, 128, 27, 27]  # the first batch method: w1ot
+    assert s["batch_size_w1ot"].tolist() == [128, 128, 27, 27]
+    assert s["batch_size_w2ot"].tolist() == [64, 64, 27, 27]
+    assert s["batch_size_rec"].tolist() == [100, 100, 30, 30]
+    assert sorted({b for b, *_ in BatchRecorder.log}) == [30, 100]
+    assert res.results["value"].notna().all() and res.failures.empty
+    # only one mini-batch method: a single batch_size column; none: no column
+    with pytest.warns(RuntimeWarning, match="fitted with batch_size=27"):
+        res = run(
+            ad,
+            methods=["w1ot"],
+            n_repeats=1,
+            perturbations="B",
+            w1ot_kwargs={"potential_iters": 20, "step_iters": 20},
+        )
+    assert [c for c in res.splits.columns if c.startswith("batch")] == ["batch_size"]
+    assert res.splits["batch_size"].tolist() == [27]
+    assert "batch_size" not in run(ad, n_repeats=1).splits.columns
+
+
+def test_on_error_with_unfittable_perturbations(monkeypatch):
+    from w1ot import metrics as metrics_module
+
+    ad = relabel(relabel(make_adata(), 3, "tiny"), 10, "ten")  # B keeps 287 cells
+    kw = {
+        "methods": ["identity", "w1ot"],
+        "n_repeats": 1,
+        "w1ot_kwargs": {"potential_iters": 30, "step_iters": 30},
+    }
+    # warn: the 3-cell perturbation is reported by name and skipped, the others are scored
+    # (10 cells: 5 test and 5 training cells, w1ot fitted with a batch of 5)
+    with pytest.warns(RuntimeWarning) as record:
+        res = run(ad, on_error="warn", **kw)
+    msgs = [str(w.message) for w in record]
+    assert "perturbation 'tiny' has 3 cells, need at least 4 to split; skipped" in msgs
+    assert any("'ten'" in m and "fitted with batch_size=5" in m for m in msgs)
+    assert set(res.results["perturbation"]) == {"A", "B", "ten"}
+    assert res.results["value"].notna().all()
+    assert res.splits.set_index("perturbation").loc["ten", "batch_size"] == 5
+    assert res.failures[["perturbation", "repeat", "method"]].values.tolist() == [["tiny", -1, ""]]
+    # raise: the error names the perturbation
+    with pytest.raises(ValueError, match="perturbation 'tiny' has 3 cells"):
+        run(ad, on_error="raise", **kw)
+    # a control too small to split is always an error
+    with pytest.raises(ValueError, match="control 'ctrl' has 2 cells"):
+        run(relabel(make_adata(), 598, "C", source="ctrl"), on_error="warn", n_repeats=1)
+
+    # a method failing on one perturbation: NaN scores there, the others are scored
+    class Picky(BatchRecorder):
+        def fit(self, source, target):
+            if len(target) < 100:
+                raise ValueError("too few target cells")
+            return super().fit(source, target)
+
+    ad = relabel(make_adata(), 50, "small")
+    with pytest.warns(RuntimeWarning) as record:
+        res = run(ad, methods=[Picky, "identity"], n_repeats=1, on_error="warn")
+    msgs = [str(w.message) for w in record if "failed" in str(w.message)]
+    assert len(msgs) == 1 and "method 'Picky' failed on perturbation 'small'" in msgs[0]
+    df = res.results
+    bad = (df["method"] == "Picky") & (df["perturbation"] == "small")
+    assert df.loc[bad, "value"].isna().all() and df.loc[~bad, "value"].notna().all()
+    assert res.failures["method"].tolist() == ["Picky"]
+    with (
+        pytest.raises(ValueError, match=r"'Picky' failed on perturbation 'small'.*too few"),
+        pytest.warns(RuntimeWarning, match="fitted with batch_size=25"),
+    ):
+        run(ad, methods=[Picky], n_repeats=1, on_error="raise")
+
+    # a run that cannot be prepared (here: the DE ranking fails) is skipped by name
+    real = metrics_module.top_de_genes
+
+    def fragile(adata, *args, **kwargs):
+        if (adata.obs["g"] == "p").sum() < 100:
+            raise FloatingPointError("degenerate t-test")
+        return real(adata, *args, **kwargs)
+
+    monkeypatch.setattr(metrics_module, "top_de_genes", fragile)
+    ad = relabel(make_adata(d=60), 100, "small")  # 'small': 50 test cells
+    with pytest.warns(RuntimeWarning, match="perturbation 'small', repeat 0 skipped"):
+        res = run(ad, top_k=5, n_repeats=1, on_error="warn")
+    assert set(res.results["perturbation"]) == {"A", "B"}
+    assert set(res.splits["perturbation"]) == {"A", "B"}
+    with pytest.raises(FloatingPointError, match="perturbation 'small', repeat 0"):
+        run(ad, top_k=5, n_repeats=1, on_error="raise")
+    with pytest.raises(ValueError, match="every run was skipped"), pytest.warns(RuntimeWarning):
+        run(ad, top_k=5, n_repeats=1, on_error="warn", perturbations="small")
+
+
 def test_cli(tmp_path, capsys):
     ad = make_adata()
     h5 = tmp_path / "toy.h5ad"
@@ -514,6 +778,37 @@ def test_cli_runs_the_w2_baseline_with_its_options(tmp_path, capsys):
     assert "w2ot" in capsys.readouterr().out
     with pytest.raises(ValueError, match="iters"):
         run_benchmark(ad, "condition", "ctrl", methods=["w2ot"], w2ot_kwargs={"iters": -1})
+
+
+def test_cli_on_error_and_dataset_name(tmp_path, capsys, monkeypatch):
+    import w1ot.benchmark as bm
+
+    ad = relabel(make_adata(), 3, "tiny")
+    h5 = tmp_path / "my_screen.h5ad"
+    ad.write_h5ad(h5)
+    parser = argparse.ArgumentParser(prog="w1ot")
+    add_benchmark_parser(parser.add_subparsers(dest="command", required=True))
+    argv = ["benchmark", str(h5), "--condition", "condition", "--control", "ctrl"]
+    argv += ["--methods", "identity", "mean_shift", "--repeats", "1", "--quiet"]
+    argv += ["--reference", "mean_shift", "--figure", str(tmp_path / "fig.png")]
+    args = parser.parse_args(argv)
+    assert args.on_error == "warn"
+    seen = {}
+
+    def fake_plot(results, **kwargs):
+        seen.update(kwargs)
+
+    monkeypatch.setattr(bm, "plot_benchmark", fake_plot)
+    with pytest.warns(RuntimeWarning, match="'tiny'"):
+        assert run_benchmark_cli(args) == 0
+    out = capsys.readouterr().out
+    assert "not evaluated (1)" in out and "perturbation 'tiny' has 3 cells" in out
+    assert seen["dataset"] == "my_screen" and seen["n_features"] == 8
+    args = parser.parse_args([*argv, "--on-error", "raise"])
+    with pytest.raises(ValueError, match="perturbation 'tiny'"):
+        run_benchmark_cli(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv, "--on-error", "ignore"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,3 +908,46 @@ def test_kang_sparse_hvg_baselines():
         assert mmd["observed"] < mmd["mean_shift"] < mmd["identity"]
     assert len(res.de_genes[("stimulated", "", 0)]) == 50
     assert metrics.DEFAULT_GAMMAS.shape == (50,)
+
+
+@pytest.mark.slow
+def test_papalexi_screen_every_target_is_scored():
+    """The whole CRISPR screen: 25 targets of 33 to 1,064 assigned cells; the small ones fit
+    W1OT with the largest batch their training cells allow."""
+    ad = read_dataset("papalexi2021_crispr_ko.h5ad")
+    ad = ad[ad.obs["assigned"].astype(bool).to_numpy()].copy()
+    targets = set(ad.obs["target"].astype(str)) - {"non-targeting"}
+    assert len(targets) == 25
+    # 200 iterations per stage: enough to exercise every fit (W1OT's collapse warnings at
+    # this budget are expected and not checked); one thread: much faster on a busy machine
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        res = run_benchmark(
+            ad,
+            "target",
+            "non-targeting",
+            methods=["identity", "mean_shift", "w1ot"],
+            n_repeats=1,
+            normalize=True,
+            w1ot_kwargs={"potential_iters": 200, "step_iters": 200, "n_threads": 1},
+            on_error="warn",
+            progress=False,
+        )
+    record = [w for w in record if "batch_size" in str(w.message)]
+    assert res.failures.empty
+    mmd = res.results[(res.results["metric"] == "mmd")]
+    for feats in ("all", "top50"):
+        v = mmd[mmd["features"] == feats].pivot_table(
+            index="perturbation", columns="method", values="value", aggfunc="first"
+        )
+        assert set(v.index) == targets and list(v.columns) == ["identity", "mean_shift", "w1ot"]
+        assert np.isfinite(v.to_numpy()).all()
+    s = res.splits.set_index("perturbation")
+    n_cells = ad.obs["target"].astype(str).value_counts()
+    for t in targets:
+        n_train = n_cells[t] - test_size(n_cells[t])
+        assert s.loc[t, "n_train_perturbed"] == n_train
+        assert s.loc[t, "batch_size"] == min(256, n_train - math.floor(0.1 * n_train))
+    assert s.loc["SPI1", "batch_size"] == 16 and s.loc["IFNGR1", "batch_size"] == 256
+    warned = {t for t in targets if any(f"'{t}'" in str(w.message) for w in record)}
+    assert warned == set(s.index[s["batch_size"] < 256])

@@ -22,6 +22,12 @@ Protocol (see the docstring of :func:`run_benchmark` for details):
 - Top-k DE features: Welch t-test of the test perturbed vs test control cells
   (:func:`w1ot.metrics.top_de_genes`, signed ranking by default); all features when there are
   at most k.
+- Small perturbations: a mini-batch method (W1OT, W2OT) whose batch exceeds a run's training
+  cells per side (after the solver's own ``valid_fraction`` hold-out) is fitted with the
+  largest batch that fits, with a warning; ``splits["batch_size"]`` records it. Under
+  ``on_error="warn"`` a perturbation that cannot be evaluated (fewer than 4 cells) is skipped
+  by name and a failing method scores NaN, without stopping the other runs
+  (:attr:`BenchmarkResult.failures`).
 
 Results are a tidy DataFrame with columns ``method, perturbation, holdout, repeat, features,
 metric, value`` (``holdout`` is ``""`` in the i.i.d. setting; fit times are rows with metric
@@ -36,11 +42,13 @@ import ast
 import copy
 import inspect
 import math
+import numbers
 import time
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -99,6 +107,89 @@ def _split(n: int, rng: np.random.Generator, **rule) -> tuple[np.ndarray, np.nda
 def _stable_int(*parts) -> int:
     """A 32-bit hash of the parts' string forms that does not vary between processes."""
     return zlib.crc32("\x1f".join(map(str, parts)).encode())
+
+
+def _with_context(exc: Exception, context: str) -> Exception:
+    """A copy of ``exc`` (same type when it can be built from a message, else RuntimeError)
+    whose message starts with ``context``; raise it ``from exc``."""
+    msg = f"{context}: {type(exc).__name__}: {exc}"
+    try:
+        new = type(exc)(msg)
+        if str(new) == msg:
+            return new
+    except Exception:
+        pass
+    return RuntimeError(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# mini-batches of the solvers
+# --------------------------------------------------------------------------------------------
+
+
+def _solver_train_cells(n: int, valid_fraction: float) -> int:
+    """Cells of a side of ``n`` that a solver trains on: W1OT and W2OT hold out
+    ``floor(valid_fraction n)`` of each side for their held-out statistics
+    (``w1ot.solvers._base.Solver._split``) and need ``batch_size`` <= the rest."""
+    return int(n) - math.floor(float(valid_fraction) * int(n))
+
+
+def _batch_params(est) -> dict | None:
+    """``est.get_params()`` when it has an integer ``batch_size`` (W1OT, W2OT and estimators
+    following the same convention), else None."""
+    get = getattr(est, "get_params", None)
+    if not callable(get):
+        return None
+    try:
+        params = get()
+    except Exception:
+        return None
+    if not isinstance(params, Mapping):
+        return None
+    b = params.get("batch_size")
+    if isinstance(b, bool) or not isinstance(b, numbers.Integral):
+        return None
+    return dict(params)
+
+
+def _fit_batch(params: Mapping[str, Any], n_source: int, n_target: int) -> tuple[int, int, float]:
+    """(requested, usable batch, valid_fraction) of an estimator with ``params`` trained on
+    ``n_source`` and ``n_target`` cells: the largest batch <= the requested one that both
+    sides' training cells (after the estimator's ``valid_fraction`` hold-out, 0 if it has
+    none) can fill."""
+    requested = int(params["batch_size"])
+    vf = params.get("valid_fraction", 0.0)
+    vf = float(vf) if isinstance(vf, numbers.Real) and 0.0 <= vf < 1.0 else 0.0
+    room = min(_solver_train_cells(n_source, vf), _solver_train_cells(n_target, vf))
+    return requested, max(1, min(requested, room)), vf
+
+
+def _batch_for_run(est, n_source: int, n_target: int) -> tuple[Any, int | None, str | None]:
+    """(estimator, batch its fit uses, note) for a run with ``n_source`` and ``n_target``
+    training cells: a mini-batch estimator whose batch is too large for them gets the largest
+    that fits, and the note says so; ``(est, None, None)`` for other estimators."""
+    params = _batch_params(est)
+    if params is None:
+        return est, None, None
+    requested, batch, vf = _fit_batch(params, n_source, n_target)
+    if batch >= requested:
+        return est, requested, None
+    after = f" left after holding out valid_fraction={vf}" if vf else ""
+    note = (
+        f"batch_size={requested} exceeds the {batch} training cells{after} of the smaller "
+        f"side ({n_source} control, {n_target} perturbed); fitted with batch_size={batch}"
+    )
+    return _with_batch(est, params, batch), batch, note
+
+
+def _with_batch(est, params: Mapping[str, Any], batch: int):
+    """``est`` with ``batch_size=batch``: through ``set_params`` when it has one, else
+    rebuilt as ``type(est)(**params)``."""
+    set_params = getattr(est, "set_params", None)
+    if callable(set_params):
+        out = set_params(batch_size=batch)
+        return est if out is None else out
+    return type(est)(**{**params, "batch_size": batch})
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,17 +347,27 @@ class BenchmarkResult:
     results : DataFrame
         Tidy scores: ``method, perturbation, holdout, repeat, features, metric, value``.
     splits : DataFrame
-        One row per run: cell counts of the train / test splits and of the scored subsample.
+        One row per run: cell counts of the train / test splits and of the scored subsample;
+        with a mini-batch method (``w1ot``, ``w2ot``, any estimator whose ``get_params()``
+        has ``batch_size``), ``batch_size``: the batch its fit used (the requested one, or the
+        largest that the run's training cells fill). With several such methods,
+        ``batch_size`` is the first one's and ``batch_size_<method>`` columns give each.
     de_genes : dict
         ``(perturbation, holdout, repeat) -> list`` of the top-k DE features of that run.
     config : dict
         The protocol's settings.
+    failures : DataFrame
+        What could not be scored under ``on_error="warn"``: ``perturbation, holdout, repeat,
+        method, error``; ``method`` is ``""`` for a run (or, with ``repeat`` -1, a whole
+        perturbation) skipped before any method was fitted, whose runs are absent from
+        ``results``; a failed method's runs have NaN scores.
     """
 
     results: Any
     splits: Any
     de_genes: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    failures: Any = None
 
     def summary(self, by: Sequence[str] = ()) -> Any:
         """:func:`summarize` of the results."""
@@ -277,7 +378,13 @@ class BenchmarkResult:
         return mann_whitney(self.results, **kwargs)
 
     def plot(self, path=None, **kwargs):
-        """:func:`plot_benchmark` of the results."""
+        """:func:`plot_benchmark` of the results, labelled with the dataset (``config
+        ["dataset"]``, with the layer if one was used) and the number of features."""
+        dataset = self.config.get("dataset")
+        if dataset is not None and self.config.get("layer") is not None:
+            dataset = f"{dataset} (layer {self.config['layer']})"
+        kwargs.setdefault("dataset", dataset)
+        kwargs.setdefault("n_features", self.config.get("n_features"))
         return plot_benchmark(self.results, path=path, **kwargs)
 
     def to_csv(self, path) -> None:
@@ -329,6 +436,7 @@ def run_benchmark(
     progress: bool = True,
     output=None,
     figure=None,
+    dataset: str | None = None,
 ) -> BenchmarkResult:
     """Runs the evaluation protocol of the paper on ``adata``.
 
@@ -343,6 +451,12 @@ def run_benchmark(
     3. For every method: build a fresh estimator (seeded per run), ``fit(train control,
        train perturbed)`` and time it, ``transport(test control)``; subsample prediction and
        test truth to the same number of cells and score them on all and on the top-k features.
+
+    Mini-batch methods (``"w1ot"``, ``"w2ot"``, any estimator whose ``get_params()`` has an
+    integer ``batch_size``) need a batch no larger than the training cells of each side left
+    after their own held-out split (``valid_fraction``): when a run has fewer, the fit uses
+    the largest batch that fits, with a warning naming the perturbation and the batch, and
+    ``splits["batch_size"]`` records the batch used.
 
     Parameters
     ----------
@@ -399,13 +513,19 @@ def run_benchmark(
     seed : int
         Master seed.
     on_error : {"raise", "warn"}
-        What to do when a method fails on a run: re-raise, or warn and record NaN scores.
+        What to do when a perturbation cannot be evaluated (fewer than 4 cells, a failed
+        split or DE ranking) or a method fails on a run: raise, with a message naming the
+        perturbation (the error keeps its type where it can), or warn and go on: the perturbation
+        or run is skipped, a failed method gets NaN scores, and both are listed in
+        :attr:`BenchmarkResult.failures`.
     progress : bool
         Show a progress bar over the runs.
     output : path, optional
         Write the tidy results there as CSV.
     figure : path, optional
         Write :func:`plot_benchmark` of the results there.
+    dataset : str, optional
+        Name of the dataset (``config["dataset"]``), shown in the figure's title.
 
     Returns
     -------
@@ -481,16 +601,27 @@ def run_benchmark(
 
     # -- the runs --------------------------------------------------------------------------
     ctrl_rows = np.flatnonzero(is_ctrl)
+    if ctrl_rows.shape[0] < 4:
+        raise ValueError(
+            f"control {control!r} has {ctrl_rows.shape[0]} cells, need at least 4 to split"
+        )
+    failures: list[tuple] = []  # (perturbation, holdout, repeat, method, error)
+
+    def skip(msg: str, p, hold: str, r: int, method: str = "") -> None:
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        failures.append((p, hold, r, method, msg))
+
     plan = []  # (perturbation, holdout, positions within the control / perturbed cells)
     for p in perturbations:
         pert_rows = np.flatnonzero(labels == p)
+        if pert_rows.shape[0] < 4:
+            msg = f"perturbation {p!r} has {pert_rows.shape[0]} cells, need at least 4 to split"
+            if on_error == "raise":
+                raise ValueError(msg)
+            skip(msg + "; skipped", p, "", -1)
+            continue
         for h in holdouts:
             if h is None:
-                for nm, rows_ in ((control, ctrl_rows), (p, pert_rows)):
-                    if rows_.shape[0] < 4:
-                        raise ValueError(
-                            f"{nm!r} has {rows_.shape[0]} cells, need at least 4 to split"
-                        )
                 plan.append((p, h, None))
                 continue
             c_out, p_out = groups[ctrl_rows] == h, groups[pert_rows] == h
@@ -508,14 +639,20 @@ def run_benchmark(
                 )
                 if ood_value is not None:
                     raise ValueError(msg)
-                warnings.warn(msg + "; skipped", RuntimeWarning, stacklevel=2)
+                skip(msg + "; skipped", p, str(h), -1)
                 continue
             plan.append((p, h, sides))
     if not plan:
-        raise ValueError("nothing to evaluate (every o.o.d. value was skipped)")
+        raise ValueError(
+            "nothing to evaluate: every perturbation"
+            + (" and o.o.d. value" if ood_column is not None else "")
+            + f" was skipped ({'; '.join(f[-1] for f in failures)})"
+        )
 
     rows: list[tuple] = []
     split_rows: list[dict] = []
+    batch_methods: list[str] = []  # methods fitted in mini-batches, in method order
+    warned_batches: set = set()
     de_genes: dict = {}
     bar = None
     if progress:
@@ -531,55 +668,76 @@ def run_benchmark(
             if pert_of != p:
                 pert_all, pert_of = data.rows(np.flatnonzero(labels == p)), p
             for r in range(n_repeats):
+                where = f"perturbation {p!r}" + (f" (holdout {hold!r})" if hold else "")
+                where_run = f"{where}, repeat {r}"
                 ss = np.random.SeedSequence([int(seed), _stable_int(p), _stable_int(hold), r])
                 s_split, s_model, s_pred, s_truth = (int(v) for v in ss.generate_state(4))
                 rng = np.random.default_rng(s_split)
-                if h is None:
-                    c_tr, c_te = _split(ctrl_all.shape[0], rng, **rule)
-                    p_tr, p_te = _split(pert_all.shape[0], rng, **rule)
-                    src_train, src_test = ctrl_all[c_tr], ctrl_all[c_te]
-                    tgt_train, truth = pert_all[p_tr], pert_all[p_te]
-                    reference = tgt_train
-                else:
-                    held = pert_all[sides["held-out perturbed"]]
-                    p_ref, p_te = _split(held.shape[0], rng, **rule)
-                    src_train = ctrl_all[sides["training control"]]
-                    src_test = ctrl_all[sides["held-out control"]]
-                    tgt_train = pert_all[sides["training perturbed"]]
-                    truth, reference = held[p_te], held[p_ref]
-                if n_features > top_k:
-                    de = SimpleNamespace(
-                        obs=pd.DataFrame({"g": ["c"] * src_test.shape[0] + ["p"] * truth.shape[0]}),
-                        var_names=np.arange(n_features),
-                        X=np.vstack([src_test, truth]),
-                        layers={},
-                    )
-                    top = np.asarray(top_de_genes(de, "g", "c", "p", k=top_k, rank_by=rank_by))
-                else:
-                    top = np.arange(n_features)
+                try:
+                    if h is None:
+                        c_tr, c_te = _split(ctrl_all.shape[0], rng, **rule)
+                        p_tr, p_te = _split(pert_all.shape[0], rng, **rule)
+                        src_train, src_test = ctrl_all[c_tr], ctrl_all[c_te]
+                        tgt_train, truth = pert_all[p_tr], pert_all[p_te]
+                        reference = tgt_train
+                    else:
+                        held = pert_all[sides["held-out perturbed"]]
+                        p_ref, p_te = _split(held.shape[0], rng, **rule)
+                        src_train = ctrl_all[sides["training control"]]
+                        src_test = ctrl_all[sides["held-out control"]]
+                        tgt_train = pert_all[sides["training perturbed"]]
+                        truth, reference = held[p_te], held[p_ref]
+                    if n_features > top_k:
+                        de = SimpleNamespace(
+                            obs=pd.DataFrame(
+                                {"g": ["c"] * src_test.shape[0] + ["p"] * truth.shape[0]}
+                            ),
+                            var_names=np.arange(n_features),
+                            X=np.vstack([src_test, truth]),
+                            layers={},
+                        )
+                        top = np.asarray(top_de_genes(de, "g", "c", "p", k=top_k, rank_by=rank_by))
+                    else:
+                        top = np.arange(n_features)
+                except Exception as exc:
+                    if on_error == "raise":
+                        raise _with_context(exc, f"{where_run} cannot be evaluated") from exc
+                    skip(f"{where_run} skipped: {type(exc).__name__}: {exc}", p, hold, r)
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 de_genes[(p, hold, r)] = data.var_names[top].tolist()
-                split_rows.append(
-                    {
-                        "perturbation": p,
-                        "holdout": hold,
-                        "repeat": r,
-                        "n_train_control": src_train.shape[0],
-                        "n_train_perturbed": tgt_train.shape[0],
-                        "n_test_control": src_test.shape[0],
-                        "n_test_perturbed": truth.shape[0],
-                        "n_observed_reference": reference.shape[0],
-                        "n_eval": min(src_test.shape[0], truth.shape[0]),
-                    }
-                )
+                split_row = {
+                    "perturbation": p,
+                    "holdout": hold,
+                    "repeat": r,
+                    "n_train_control": src_train.shape[0],
+                    "n_train_perturbed": tgt_train.shape[0],
+                    "n_test_control": src_test.shape[0],
+                    "n_test_perturbed": truth.shape[0],
+                    "n_observed_reference": reference.shape[0],
+                    "n_eval": min(src_test.shape[0], truth.shape[0]),
+                }
+                batches: dict[str, int] = {}
                 model_seed = s_model % (2**31)
                 for name, factory in method_list:
                     try:
                         est = factory(model_seed)
+                        target_train = reference if isinstance(est, Observed) else tgt_train
+                        est, batch, note = _batch_for_run(
+                            est, src_train.shape[0], target_train.shape[0]
+                        )
+                        if batch is not None:
+                            batches[name] = batch
+                            if name not in batch_methods:
+                                batch_methods.append(name)
+                        if note is not None and (name, p, hold, note) not in warned_batches:
+                            warned_batches.add((name, p, hold, note))  # once, not per repeat
+                            warnings.warn(
+                                f"method {name!r} on {where}: {note}", RuntimeWarning, stacklevel=2
+                            )
                         t0 = time.perf_counter()
-                        if isinstance(est, Observed):
-                            est.fit(src_train, reference)
-                        else:
-                            est.fit(src_train, tgt_train)
+                        est.fit(src_train, target_train)
                         fit_time = time.perf_counter() - t0
                         pred = np.asarray(est.transport(src_test), dtype=np.float64)
                         if pred.ndim != 2 or pred.shape[1] != n_features or pred.shape[0] < 2:
@@ -599,31 +757,51 @@ def run_benchmark(
                         }
                     except Exception as exc:
                         if on_error == "raise":
-                            raise
-                        warnings.warn(
-                            f"method {name!r} failed on {p!r} (holdout {hold!r}, repeat {r}): "
-                            f"{type(exc).__name__}: {exc}",
-                            RuntimeWarning,
-                            stacklevel=2,
+                            raise _with_context(
+                                exc, f"method {name!r} failed on {where_run}"
+                            ) from exc
+                        skip(
+                            f"method {name!r} failed on {where_run}: {type(exc).__name__}: {exc}",
+                            p,
+                            hold,
+                            r,
+                            name,
                         )
                         scores, fit_time = {"all": nan_scores, feat_top: nan_scores}, math.nan
                     for feats, sc in scores.items():
                         for metric, value in sc.items():
                             rows.append((name, p, hold, r, feats, metric, float(value)))
                     rows.append((name, p, hold, r, "all", "fit_time", float(fit_time)))
+                split_row["_batches"] = batches
+                split_rows.append(split_row)
                 if bar is not None:
                     bar.set_postfix_str(f"{p}" + (f" / {hold}" if hold else ""), refresh=False)
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    if not split_rows:
+        raise ValueError(
+            f"nothing was evaluated: every run was skipped ({'; '.join(f[-1] for f in failures)})"
+        )
 
+    splits = pd.DataFrame([{k: v for k, v in d.items() if k != "_batches"} for d in split_rows])
+    # the batch of the first mini-batch method; of each one too when there are several
+    batch_cols = [("batch_size", m) for m in batch_methods[:1]]
+    if len(batch_methods) > 1:
+        batch_cols += [(f"batch_size_{m}", m) for m in batch_methods]
+    for col, m in batch_cols:
+        splits[col] = pd.array([d["_batches"].get(m) for d in split_rows], dtype="Int64")
     results = pd.DataFrame(rows, columns=_COLUMNS)
     result = BenchmarkResult(
         results=results,
-        splits=pd.DataFrame(split_rows),
+        splits=splits,
         de_genes=de_genes,
+        failures=pd.DataFrame(
+            failures, columns=["perturbation", "holdout", "repeat", "method", "error"]
+        ),
         config={
+            "dataset": dataset,
             "condition_key": condition_key,
             "control": control,
             "perturbations": perturbations,
@@ -641,6 +819,7 @@ def run_benchmark(
             "ood_column": ood_column,
             "holdouts": [h for h in holdouts if h is not None],
             "seed": int(seed),
+            "on_error": on_error,
         },
     )
     if output is not None:
@@ -788,29 +967,132 @@ _METRIC_LABELS = {
 }
 
 
+def _same_scores(df, a: str, b: str) -> bool:
+    """Whether feature sets ``a`` and ``b`` hold the same scores run for run (the top-k set
+    is all features when there are at most k)."""
+    keys = [c for c in ("method", "perturbation", "holdout", "repeat", "metric") if c in df]
+    sa = df[df["features"] == a].set_index(keys)["value"].sort_index()
+    sb = df[df["features"] == b].set_index(keys)["value"].sort_index()
+    if len(sa) != len(sb) or not sa.index.equals(sb.index):
+        return False
+    return bool(np.allclose(sa.to_numpy(), sb.to_numpy(), rtol=1e-9, atol=0.0, equal_nan=True))
+
+
+def _far_off(data: Sequence[np.ndarray], factor: float | None) -> list[int]:
+    """Methods (positions in ``data``) lying far off the others: every value of the method
+    beyond the others' range by more than ``factor`` times that range. Taken greedily from
+    the lowest and highest medians while at least two methods remain."""
+    core = [i for i, d in enumerate(data) if d.size]
+    out: list[int] = []
+    if factor is None:
+        return out
+    while len(core) > 2:
+        order = sorted(core, key=lambda i: float(np.median(data[i])))
+        best = None
+        for i, below in ((order[0], True), (order[-1], False)):
+            rest = np.concatenate([data[j] for j in core if j != i])
+            lo, hi = float(rest.min()), float(rest.max())
+            spread = hi - lo
+            gap = lo - float(data[i].max()) if below else float(data[i].min()) - hi
+            if spread > 0 and gap > factor * spread and (best is None or gap > best[0]):
+                best = (gap, i)
+        if best is None:
+            break
+        out.append(best[1])
+        core.remove(best[1])
+    return out
+
+
+def _draw_panel(ax, data, names, stars: Mapping[str, str], factor: float | None, rng) -> None:
+    """One panel: boxes and points per method; the y-axis spans the methods that are not far
+    off (:func:`_far_off`), each far-off one marked by an arrow at the edge with its median."""
+    pos = np.arange(1, len(names) + 1)
+    ax.boxplot(data, positions=pos, widths=0.6, showfliers=False)
+    for x, d in zip(pos, data, strict=True):
+        ax.scatter(x + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.6, zorder=3)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    trans = ax.get_xaxis_transform()  # x in data, y in axes coordinates
+    star_room = 0.08 if stars else 0.0
+    for m, text in stars.items():
+        ax.text(names.index(m) + 1, 0.99, text, transform=trans, ha="center", va="top", fontsize=8)
+    far = _far_off(data, factor)
+    core = [d for i, d in enumerate(data) if d.size and i not in far]
+    if not core:
+        return
+    vals = np.concatenate(core)
+    lo, hi = float(vals.min()), float(vals.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    below = [i for i in far if float(np.median(data[i])) < lo]
+    above = [i for i in far if i not in below]
+    f_bot = 0.2 if below else 0.05
+    f_top = (0.2 if above else 0.05) + star_room
+    total = span / (1.0 - f_bot - f_top)
+    ax.set_ylim(lo - f_bot * total, hi + f_top * total)
+    for i in far:
+        med = float(np.median(data[i]))
+        if i in below:
+            tip, text_y, va = 0.01, 0.19, "top"
+        else:
+            tip, text_y, va = 0.99 - star_room, 1.0 - f_top + 0.01, "bottom"
+        ax.annotate(
+            f"median\n{med:.3g}",
+            xy=(pos[i], tip),
+            xycoords=trans,
+            xytext=(pos[i], text_y),
+            textcoords=trans,
+            ha="center",
+            va=va,
+            fontsize=7,
+            color="C3",
+            arrowprops={"arrowstyle": "->", "color": "C3", "lw": 0.8},
+        )
+
+
+def _feature_label(features: str, n_features: int | None, same_as: str | None = None) -> str:
+    k = features[3:] if str(features).startswith("top") else ""
+    if features == "all":
+        label = f"all {n_features} features" if n_features else "all features"
+        if same_as is not None:
+            k_same = same_as[3:] if same_as.startswith("top") else same_as
+            label += f"\n(= top {k_same} DE: no more features)"
+        return label
+    return f"top {k} DE features" if k.isdigit() else str(features)
+
+
 def plot_benchmark(
     results,
     *,
-    features: str | None = None,
+    features: str | Sequence[str] | None = None,
     metrics: Sequence[str] = ("r2", "l2", "mmd"),
     reference: str | None = "w1ot",
     methods: Sequence[str] | None = None,
     path=None,
     axes=None,
     title: str | None = None,
+    dataset: str | None = None,
+    n_features: int | None = None,
+    outlier_factor: float | None = 3.0,
 ):
     """Box plots of each metric per method over all runs, as in the paper's Fig. 3.
 
-    One panel per metric (arrow: better direction), one box per method with the runs as
-    points, and the two-sided Mann-Whitney p-value of ``reference`` against every other method
-    as stars above the boxes (``***`` p < 0.001, ``**`` < 0.01, ``*`` < 0.05, ``ns``).
+    One row of panels per feature set (all features, the top-k DE features), one panel per
+    metric (arrow: better direction), one box per method with the runs as points, and the
+    two-sided Mann-Whitney p-value of ``reference`` against every other method as stars
+    above the boxes (``***`` p < 0.001, ``**`` < 0.01, ``*`` < 0.05, ``ns``). A top-k set
+    with the same scores as all features (at most k features) is drawn once.
+
+    A method far off the others (every run beyond their range by more than
+    ``outlier_factor`` times that range, typically identity's r2) does not set a panel's
+    y-axis: the axis spans the other methods and an arrow at its edge marks the far-off
+    method with its median.
 
     Parameters
     ----------
     results : DataFrame
         Tidy results.
-    features : str, optional
-        Feature set; default the ``top*`` set if present, else ``"all"``.
+    features : str or sequence of str, optional
+        Feature sets, one row each; default all present (``"all"`` and ``top*``).
     metrics : sequence of str
     reference : str, optional
         Method to test against the others (skipped if absent or None).
@@ -818,10 +1100,16 @@ def plot_benchmark(
         Methods and their order (default: order of appearance).
     path : path, optional
         Save the figure there (and close it).
-    axes : sequence of Axes, optional
-        One per metric; a new figure otherwise.
+    axes : array of Axes, optional
+        One per feature set and metric (rows: feature sets); a new figure otherwise.
     title : str, optional
-        Figure title.
+        Figure title (default: ``dataset``).
+    dataset : str, optional
+        Name of the dataset, shown in the title.
+    n_features : int, optional
+        Number of features of the data, shown in the labels of the all-features row.
+    outlier_factor : float, optional
+        See above; ``None`` lets every method set the axis.
 
     Returns
     -------
@@ -832,47 +1120,83 @@ def plot_benchmark(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("plot_benchmark needs matplotlib: pip install 'w1ot[plot]'") from exc
     _check_results(results)
+    df = results[results["metric"].isin(list(metrics))]
+    present = list(dict.fromkeys(df["features"]))
+    same_as: dict[str, str] = {}
     if features is None:
-        tops = [f for f in dict.fromkeys(results["features"]) if str(f).startswith("top")]
-        features = tops[0] if tops else "all"
-    df = results[(results["features"] == features) & results["metric"].isin(list(metrics))]
+        sets = [f for f in present if f == "all"] + [f for f in present if f != "all"]
+        if "all" in sets:
+            for f in sets[1:]:
+                if _same_scores(df, "all", f):
+                    sets.remove(f)
+                    same_as.setdefault("all", str(f))
+    else:
+        sets = [features] if isinstance(features, str) else list(features)
+    df = df[df["features"].isin(sets)]
     if df.empty:
-        raise ValueError(f"no results for features {features!r} and metrics {list(metrics)}")
+        raise ValueError(f"no results for features {sets} and metrics {list(metrics)}")
+    sets = [f for f in sets if f in set(df["features"])]
     names = list(methods) if methods is not None else list(dict.fromkeys(results["method"]))
     metrics = [m for m in metrics if m in set(df["metric"])]
+    shape = (len(sets), len(metrics))
     if axes is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 4.0))
-        axes = np.atleast_1d(axes)
+        fig, axes = plt.subplots(
+            *shape,
+            figsize=(3.2 * shape[1] + 0.8, 3.6 * shape[0] + 0.9),
+            squeeze=False,
+        )
     else:
-        axes = np.atleast_1d(axes)
-        fig = axes[0].figure
+        flat = np.asarray(axes, dtype=object).ravel()
+        if flat.size != shape[0] * shape[1]:
+            raise ValueError(
+                f"axes: need {shape[0] * shape[1]} (feature sets {sets} x metrics {metrics}), "
+                f"got {flat.size}"
+            )
+        axes = flat.reshape(shape)
+        fig = axes[0, 0].figure
     if reference not in names:
         reference = None
-    tests = (
-        mann_whitney(df, reference=reference, metrics=metrics, features=features)
-        if reference is not None
-        else None
-    )
     rng = np.random.default_rng(0)
-    for ax, metric in zip(axes, metrics, strict=False):
-        sub = df[df["metric"] == metric]
-        data = [sub.loc[sub["method"] == m, "value"].dropna().to_numpy() for m in names]
-        pos = np.arange(1, len(names) + 1)
-        ax.boxplot(data, positions=pos, widths=0.6, showfliers=False)
-        for x, d in zip(pos, data, strict=True):
-            ax.scatter(x + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.6, zorder=3)
-        ax.set_xticks(pos)
-        ax.set_xticklabels(names, rotation=30, ha="right")
-        arrow = "\u2193" if LOWER_IS_BETTER.get(metric, True) else "\u2191"
-        ax.set_title(f"{_METRIC_LABELS.get(metric, metric)} {arrow}")
-        if tests is not None:
-            lo, hi = ax.get_ylim()
-            for _, t in tests[tests["metric"] == metric].iterrows():
-                x = names.index(t["method_b"]) + 1
-                ax.text(x, hi, _stars(t["p_value"]), ha="center", va="bottom", fontsize=8)
-            ax.set_ylim(lo, hi + 0.08 * (hi - lo))
-    note = f"features: {features}" + (f"; tests vs {reference}" if reference else "")
-    fig.suptitle(f"{title}  ({note})" if title else note, fontsize=10)
+    for row, feats in enumerate(sets):
+        sub_f = df[df["features"] == feats]
+        tests = (
+            mann_whitney(sub_f, reference=reference, metrics=metrics, features=feats)
+            if reference is not None
+            else None
+        )
+        for col, metric in enumerate(metrics):
+            ax = axes[row, col]
+            sub = sub_f[sub_f["metric"] == metric]
+            data = [sub.loc[sub["method"] == m, "value"].dropna().to_numpy() for m in names]
+            stars = {}
+            if tests is not None:
+                for _, t in tests[tests["metric"] == metric].iterrows():
+                    if t["method_b"] in names:
+                        stars[t["method_b"]] = _stars(t["p_value"])
+            _draw_panel(ax, data, names, stars, outlier_factor, rng)
+            arrow = "\u2193" if LOWER_IS_BETTER.get(metric, True) else "\u2191"
+            ax.set_title(f"{_METRIC_LABELS.get(metric, metric)} {arrow}")
+            if col == 0:
+                ax.set_ylabel(_feature_label(feats, n_features, same_as.get(feats)))
+    run_keys = [c for c in ("perturbation", "holdout", "repeat") if c in df]
+    n_runs = len(df[run_keys].drop_duplicates()) if run_keys else None
+    head = title if title else dataset
+    if title and dataset and dataset not in title:
+        head = f"{title} ({dataset})"
+    what = "rows: " + ", ".join(
+        _feature_label(f, n_features, same_as.get(f)).replace("\n", " ") for f in sets
+    )
+    note = "; ".join(
+        [
+            what,
+            *([f"{n_runs} runs"] if n_runs else []),
+            *([f"stars: Mann-Whitney vs {reference}"] if reference else []),
+        ]
+    )
+    if head:
+        fig.suptitle(f"{head}\n{note}", fontsize=10)
+    else:
+        fig.suptitle(note, fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -976,6 +1300,13 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the tidy results to this CSV")
     p.add_argument("--summary-out", help="write the summary table to this CSV")
     p.add_argument("--figure", help="write the box-plot figure to this file (PNG, PDF)")
+    p.add_argument(
+        "--on-error",
+        choices=("warn", "raise"),
+        default="warn",
+        help="a perturbation or method that cannot be evaluated: warn and go on with the "
+        "others (default), or stop with the error",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_benchmark_cli)
     return p
@@ -1038,9 +1369,11 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         ood_column=args.ood_column,
         ood_value=ood_value,
         seed=args.seed,
+        on_error=args.on_error,
         progress=not args.quiet,
         output=args.out,
         figure=args.figure,
+        dataset=Path(args.data).stem,
     )
     print(format_summary(res))
     ref = args.reference if args.reference in res.config["methods"] else None
@@ -1050,6 +1383,10 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         print(tests.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.summary_out:
         res.summary().to_csv(args.summary_out)
+    if res.failures is not None and len(res.failures):
+        print(f"\nnot evaluated ({len(res.failures)}):")
+        for msg in res.failures["error"]:
+            print(f"  {msg}")
     for what, path in (("results", args.out), ("figure", args.figure)):
         if path:
             print(f"{what} written to {path}")
