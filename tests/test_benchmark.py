@@ -14,15 +14,14 @@ from scipy.stats import mannwhitneyu
 
 from w1ot import metrics
 from w1ot.benchmark import (
-    add_benchmark_parser,
     format_summary,
     mann_whitney,
     plot_benchmark,
     run_benchmark,
-    run_benchmark_cli,
     summarize,
     test_size,
 )
+from w1ot.cli import add_benchmark_parser, run_benchmark_cli
 from w1ot.preprocessing import highly_variable_genes, normalize_log1p
 
 anndata = pytest.importorskip("anndata")

@@ -186,3 +186,18 @@ def test_single_cell_demo_reports_per_cell_errors_and_writes_the_plot(tmp_path, 
     errors = [float(v) for v in text.split("per-cell error (L2)")[1].split()[:3]]
     assert errors[0] < errors[1] < errors[2]  # w1ot, then mean shift, beat identity
     assert out.stat().st_size > 10_000
+
+
+def test_benchmark_mistakes_are_one_line_too(h5ad, tmp_path, capsys):
+    base = ["benchmark", "--h5ad", str(h5ad), "--condition-key", "condition"]
+    base += ["--control", "control", "--methods", "w1ot", "--repeats", "1", "--quiet"]
+    cases = {
+        "unknown option": ([*base, "--w1ot", "potential_iter=5"], "W1OT has no option"),
+        "no file": (["benchmark", "--condition", "c", "--control", "x"], "give the .h5ad file"),
+        "missing file": ([*base[:2], str(tmp_path / "x.h5ad"), *base[3:]], "no such file"),
+        "unknown label": ([*base, "--perturbations", "stim"], "stim"),
+    }
+    for argv, needle in cases.values():
+        assert main(argv) != 0
+        err = capsys.readouterr().err
+        assert needle in err and err.strip().count("\n") == 0, err

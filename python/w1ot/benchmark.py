@@ -37,8 +37,6 @@ metric, value`` (``holdout`` is ``""`` in the i.i.d. setting; fit times are rows
 
 from __future__ import annotations
 
-import argparse
-import ast
 import copy
 import inspect
 import math
@@ -48,7 +46,6 @@ import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -61,12 +58,10 @@ __all__ = [
     "DEFAULT_METHODS",
     "LOWER_IS_BETTER",
     "BenchmarkResult",
-    "add_benchmark_parser",
     "format_summary",
     "mann_whitney",
     "plot_benchmark",
     "run_benchmark",
-    "run_benchmark_cli",
     "summarize",
     "test_size",
 ]
@@ -1231,163 +1226,3 @@ def format_summary(result_or_df, features: Sequence[str] | None = None) -> str:
                 f"{row['std']:>11.3g}{row['median']:>12.5g}{row['worst']:>12.5g}"
             )
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-
-
-def _parse_value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
-    """Adds the ``benchmark`` subcommand to an argparse ``subparsers`` object; the parsed
-    arguments go to :func:`run_benchmark_cli` (also set as the ``func`` default)."""
-    p = subparsers.add_parser(
-        "benchmark",
-        help="run the paper's evaluation protocol on an .h5ad file",
-        description="Train/test splits per perturbation and repeat, baselines and W1OT, "
-        "metrics on all and on the top-k DE features, Mann-Whitney tests.",
-    )
-    p.add_argument("data", help="AnnData .h5ad file")
-    p.add_argument("--condition", required=True, help="obs column with the condition labels")
-    p.add_argument("--control", required=True, help="control label")
-    p.add_argument("--perturbations", nargs="+", help="perturbation labels (default: all)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="%(default)s")
-    p.add_argument("--layer", help="use adata.layers[LAYER] instead of X")
-    p.add_argument("--normalize", action="store_true", help="raw counts: normalise + log1p")
-    p.add_argument("--hvg", type=int, help="restrict to the top HVG genes")
-    p.add_argument("--genes-file", help="file with one gene (var name) per line")
-    p.add_argument(
-        "--obs-filter",
-        action="append",
-        default=[],
-        metavar="COLUMN=VALUE",
-        help="keep only cells with str(obs[COLUMN]) == VALUE (repeatable)",
-    )
-    p.add_argument("--repeats", type=int, default=5, help="repeats per perturbation (5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--top-k", type=int, default=50, help="DE features (50)")
-    p.add_argument("--rank-by", choices=("score", "abs"), default="score")
-    p.add_argument("--energy", action="store_true", help="also compute the energy distance")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--min-test", type=int, default=500)
-    p.add_argument("--max-test", type=int, default=1000)
-    p.add_argument("--iters", type=int, help="W1OT iterations of both stages")
-    p.add_argument("--threads", type=int, default=0, help="solver threads (0: all cores)")
-    p.add_argument(
-        "--w1ot",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a W1OT keyword argument, e.g. step_lr=1e-3 (repeatable)",
-    )
-    p.add_argument(
-        "--w2ot",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a W2OT keyword argument for the 'w2ot' method, e.g. iters=20000 (repeatable)",
-    )
-    p.add_argument("--ood-column", help="o.o.d. mode: obs column of the held-out groups")
-    p.add_argument("--ood-value", action="append", help="held-out value (repeatable; default: all)")
-    p.add_argument("--reference", default="w1ot", help="method tested against the others")
-    p.add_argument("--out", help="write the tidy results to this CSV")
-    p.add_argument("--summary-out", help="write the summary table to this CSV")
-    p.add_argument("--figure", help="write the box-plot figure to this file (PNG, PDF)")
-    p.add_argument(
-        "--on-error",
-        choices=("warn", "raise"),
-        default="warn",
-        help="a perturbation or method that cannot be evaluated: warn and go on with the "
-        "others (default), or stop with the error",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_benchmark_cli)
-    return p
-
-
-def run_benchmark_cli(args: argparse.Namespace) -> int:
-    """Runs ``w1ot benchmark`` with parsed arguments; prints the summary and the tests."""
-    try:
-        import anndata
-    except ImportError:
-        print("w1ot benchmark needs anndata: pip install 'w1ot[anndata]'")
-        return 2
-    import pandas as pd
-
-    adata = anndata.read_h5ad(args.data)
-    for spec in args.obs_filter:
-        col, sep, val = spec.partition("=")
-        if not sep or col not in adata.obs.columns:
-            raise SystemExit(f"--obs-filter {spec!r}: expected COLUMN=VALUE with an obs column")
-        adata = adata[adata.obs[col].astype(str).to_numpy() == val]
-    kwargs: dict[str, Any] = {"n_threads": args.threads}
-    if args.iters is not None:
-        kwargs["potential_iters"] = kwargs["step_iters"] = args.iters
-    w2_kwargs: dict[str, Any] = {"n_threads": args.threads}
-    for flag_name, specs, target in (
-        ("--w1ot", args.w1ot, kwargs),
-        ("--w2ot", args.w2ot, w2_kwargs),
-    ):
-        for spec in specs:
-            key, sep, val = spec.partition("=")
-            if not sep:
-                raise SystemExit(f"{flag_name} {spec!r}: expected KEY=VALUE")
-            target[key.strip()] = _parse_value(val.strip())
-    genes = None
-    if args.genes_file:
-        with open(args.genes_file) as fh:
-            genes = [g.strip() for g in fh if g.strip()]
-    ood_value = args.ood_value
-    if ood_value is not None and len(ood_value) == 1:
-        ood_value = ood_value[0]
-    res = run_benchmark(
-        adata,
-        args.condition,
-        args.control,
-        args.perturbations,
-        methods=args.methods,
-        n_repeats=args.repeats,
-        layer=args.layer,
-        genes=genes,
-        n_top_genes=args.hvg,
-        normalize=args.normalize,
-        w1ot_kwargs=kwargs,
-        w2ot_kwargs=w2_kwargs,
-        test_fraction=args.test_fraction,
-        min_test=args.min_test,
-        max_test=args.max_test,
-        top_k=args.top_k,
-        rank_by=args.rank_by,
-        energy=args.energy,
-        ood_column=args.ood_column,
-        ood_value=ood_value,
-        seed=args.seed,
-        on_error=args.on_error,
-        progress=not args.quiet,
-        output=args.out,
-        figure=args.figure,
-        dataset=Path(args.data).stem,
-    )
-    print(format_summary(res))
-    ref = args.reference if args.reference in res.config["methods"] else None
-    tests = res.mann_whitney(reference=ref)
-    with pd.option_context("display.width", 160, "display.max_rows", 200):
-        print("\nMann-Whitney (two-sided):")
-        print(tests.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if args.summary_out:
-        res.summary().to_csv(args.summary_out)
-    if res.failures is not None and len(res.failures):
-        print(f"\nnot evaluated ({len(res.failures)}):")
-        for msg in res.failures["error"]:
-            print(f"  {msg}")
-    for what, path in (("results", args.out), ("figure", args.figure)):
-        if path:
-            print(f"{what} written to {path}")
-    return 0
