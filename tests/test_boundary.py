@@ -70,3 +70,46 @@ def test_a_non_callable_callback_fails_before_training(cls):
     with pytest.raises(TypeError, match="callback must be callable"):
         model.fit(x, x + 1, callback="print")
     assert not model.is_fitted
+
+
+# -- training that fails must not finish silently ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    from w1ot import datasets
+
+    return datasets.shifted_gaussians(2000, 2, 2.0, seed=0)
+
+
+FAST = {"potential_iters": 2000, "step_iters": 400, "seed": 0, "n_threads": 1}
+
+
+def _training_warnings(model, data):
+    import warnings
+
+    from w1ot import TrainingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*data)
+    return [str(w.message) for w in caught if issubclass(w.category, TrainingWarning)]
+
+
+def test_a_potential_that_learned_nothing_is_reported(shifted):
+    messages = _training_warnings(W1OT(**{**FAST, "potential_lr": 1e4}), shifted)
+    assert any("potential stage learned little" in m and "potential_lr" in m for m in messages)
+    assert any("did not bring the held-out cells closer" in m for m in messages)
+
+
+def test_a_dead_discriminator_is_reported(shifted):
+    model = W1OT(step_loss="gan", disc_lr=1e6, **FAST)
+    messages = _training_warnings(model, shifted)
+    assert any("discriminator is dead" in m and "disc_lr" in m for m in messages), messages
+
+
+def test_a_good_fit_and_a_perturbation_without_effect_warn_nothing(shifted):
+    assert _training_warnings(W1OT(**FAST), shifted) == []
+    rng = np.random.default_rng(1)
+    same = rng.normal(size=(2000, 5)), rng.normal(size=(2000, 5))
+    assert _training_warnings(W1OT(**FAST), same) == []

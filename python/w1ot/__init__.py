@@ -25,6 +25,7 @@ _LAZY = {
     "W2OT": "w1ot.solvers",
     "Progress": "w1ot.solvers",
     "TrainingError": "w1ot.solvers",
+    "TrainingWarning": "w1ot.solvers",
     "ModelFileError": "w1ot.io",
 }
 _SUBMODULES = {
@@ -40,11 +41,19 @@ _SUBMODULES = {
     "tl",
 }
 
-__all__ = ["W1OT", "W2OT", "ModelFileError", "Progress", "TrainingError", "__version__"]
+__all__ = [
+    "W1OT",
+    "W2OT",
+    "ModelFileError",
+    "Progress",
+    "TrainingError",
+    "TrainingWarning",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from w1ot.io import ModelFileError
-    from w1ot.solvers import W1OT, W2OT, Progress, TrainingError
+    from w1ot.solvers import W1OT, W2OT, Progress, TrainingError, TrainingWarning
 
 
 def __getattr__(name: str):

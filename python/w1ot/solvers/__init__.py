@@ -5,8 +5,8 @@ configuration, ``fit(source, target)``, ``transport(x)``, ``history``, ``save`` 
 - :class:`W2OT` (:mod:`w1ot.solvers.w2`): the Wasserstein-2 baseline (ICNN, CellOT-style).
 """
 
-from w1ot.solvers._base import Progress, TrainingError
+from w1ot.solvers._base import Progress, TrainingError, TrainingWarning
 from w1ot.solvers.w1 import W1OT
 from w1ot.solvers.w2 import W2OT
 
-__all__ = ["W1OT", "W2OT", "Progress", "TrainingError"]
+__all__ = ["W1OT", "W2OT", "Progress", "TrainingError", "TrainingWarning"]

@@ -21,9 +21,30 @@ from w1ot._validation import as_cells
 from w1ot.io import load_model, save_model
 from w1ot.projection import PCA, resolve_components
 
-__all__ = ["Progress", "TrainingError"]
+__all__ = ["Progress", "TrainingError", "TrainingWarning"]
 
 TrainingError = _core.TrainingError
+
+
+class TrainingWarning(RuntimeWarning):
+    """A fit finished, but its held-out diagnostics say a stage learned little or nothing."""
+
+
+def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """The energy distance (V-statistic, as the core's held-out ``energy_valid``) in float64,
+    by blocks so that memory stays small; for the diagnostics of a finished fit."""
+
+    def mean_dist(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        bb = np.einsum("ij,ij->i", b, b)
+        total = 0.0
+        for i in range(0, a.shape[0], 512):
+            blk = a[i : i + 512]
+            d2 = np.einsum("ij,ij->i", blk, blk)[:, None] + bb[None, :] - 2.0 * blk @ b.T
+            total += float(np.sqrt(np.maximum(d2, 0.0)).sum())
+        return total / (a.shape[0] * b.shape[0])
+
+    return max(2.0 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y), 0.0)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ onto the target. The numerical work runs in the Rust core with the GIL released.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,8 +19,10 @@ from w1ot.solvers._base import (
     Progress,
     ProgressReporter,
     Solver,
+    TrainingWarning,
     choice,
     components,
+    energy_distance,
     flag,
     integer,
     number,
@@ -285,7 +288,54 @@ class W1OT(Solver):
         )
         w1 = history["w1_valid"]
         self._warn_on_collapse(max(shift, float(w1[-1]) if len(w1) else 0.0))
+        if valid[0] is not None:
+            self._warn_if_learned_nothing(*valid)
         return self
+
+    def _kept(self, values: np.ndarray, best: Callable) -> float:
+        """The held-out statistic of the parameters the fit kept (the best ones under early
+        stopping, else the last)."""
+        return float(best(values) if self.early_stopping else values[-1])
+
+    def _warn_if_learned_nothing(self, valid_source: np.ndarray, valid_target: np.ndarray) -> None:
+        """A fit whose stage learned (almost) nothing must not pass silently: the potential when
+        its held-out W1 estimate falls below 80% of the distance between the held-out means (a
+        linear potential reaches that distance exactly, and W1 is at least that), the step size when transport leaves
+        the held-out cells (almost) as far from the target as they started. Both only when the
+        two populations differ beyond sampling noise, so a perturbation without effect (common
+        in screens) is not flagged."""
+        h = self.history
+        src = valid_source.astype(np.float64)
+        tgt = valid_target.astype(np.float64)
+        gap = float(np.linalg.norm(src.mean(0) - tgt.mean(0)))
+        noise = math.sqrt(src.var(0).sum() / len(src) + tgt.var(0).sum() / len(tgt))
+        if len(h["w1_valid"]) and gap > 3.0 * noise:
+            w1 = self._kept(h["w1_valid"], np.max)
+            if w1 < 0.8 * gap:
+                warnings.warn(
+                    f"the potential stage learned little: its held-out W1 estimate is {w1:.3g}, "
+                    f"well below the {gap:.3g} that a linear potential reaches (the distance "
+                    f"between the means); lower potential_lr (now {self.potential_lr:g}) or raise "
+                    f"potential_iters (now {self.potential_iters})",
+                    TrainingWarning,
+                    stacklevel=3,
+                )
+        if not len(h["energy_valid"]) or len(tgt) < 4:
+            return
+        before = energy_distance(src, tgt)
+        half = len(tgt) // 2
+        # Two halves of the same sample: the energy distance that sampling alone gives.
+        floor = energy_distance(tgt[:half], tgt[half:])
+        after = self._kept(h["energy_valid"], np.min)
+        if before > 3.0 * floor and after > 0.9 * before:
+            lr = "disc_lr and step_lr" if self.step_loss == "gan" else "step_lr"
+            warnings.warn(
+                "the step-size stage did not bring the held-out cells closer to the target "
+                f"(energy distance {after:.3g} after transport, {before:.3g} before); check "
+                f"the potential's W1 estimate, lower {lr} or raise step_iters",
+                TrainingWarning,
+                stacklevel=3,
+            )
 
     # Step sizes beyond this multiple of the transport scale are not a plausible response.
     SPREAD_LIMIT = 5.0
@@ -297,18 +347,22 @@ class W1OT(Solver):
         means): most cells barely moving while a few are thrown far."""
         h = self.history
         real, fake = h.get("d_real_valid"), h.get("d_fake_valid")
-        if (
-            self.step_loss == "gan"
-            and real is not None
-            and len(real)
-            and real[-1] > 0.99
-            and fake[-1] < 0.01
-        ):
+        gan = self.step_loss == "gan" and real is not None and len(real) > 0
+        if gan and real[-1] > 0.99 and fake[-1] < 0.01:
             warnings.warn(
                 f"the step-size discriminator saturated (held-out D(target)={real[-1]:.3f}, "
                 f"D(transported)={fake[-1]:.2g}): the adversarial step size has likely collapsed; "
                 "consider step_loss='energy'",
-                RuntimeWarning,
+                TrainingWarning,
+                stacklevel=3,
+            )
+        elif gan and abs(real[-1] - fake[-1]) < 0.01 and (real[-1] < 0.01 or real[-1] > 0.99):
+            # Both sides pinned at 0 or 1: the discriminator died and gives no gradient.
+            warnings.warn(
+                f"the step-size discriminator is dead (held-out D = {real[-1]:.2g} on target and "
+                f"transported cells alike): the step size stopped learning; lower disc_lr "
+                f"(now {self.disc_lr:g})",
+                TrainingWarning,
                 stacklevel=3,
             )
         q50, q95, mean = h.get("eta_q50"), h.get("eta_q95"), h.get("eta_mean")
@@ -319,7 +373,7 @@ class W1OT(Solver):
                 f"held-out step sizes spread far from the transport scale {scale:.3g} "
                 f"(median {q50[-1]:.3g}, 95th percentile {q95[-1]:.3g}, mean {mean[-1]:.3g}): "
                 "the step size has likely collapsed",
-                RuntimeWarning,
+                TrainingWarning,
                 stacklevel=3,
             )
 
