@@ -113,3 +113,52 @@ def test_a_good_fit_and_a_perturbation_without_effect_warn_nothing(shifted):
     rng = np.random.default_rng(1)
     same = rng.normal(size=(2000, 5)), rng.normal(size=(2000, 5))
     assert _training_warnings(W1OT(**FAST), same) == []
+
+
+# -- finite inputs that would overflow inside -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    w1 = W1OT(potential_iters=50, step_iters=50, batch_size=64, n_threads=1, seed=0)
+    w2 = W2OT(iters=20, batch_size=64, n_threads=1, seed=0)
+    with pytest.warns(RuntimeWarning):  # 50 iterations learn little, and say so
+        w1.fit(x, x + 1)
+    return w1, w2.fit(x, x + 1)
+
+
+@pytest.mark.parametrize("value", [3e38, -1e19, 1e39, 2e12])
+def test_values_beyond_float32_safety_are_refused_by_name(small_models, value):
+    w1, w2 = small_models
+    z = np.full((4, 3), value)
+    calls = [w1.transport, w1.potential, w1.step_size, w2.transport, w2.potential]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"x has values up to .* rescale the data"):
+            call(z)
+    with pytest.raises(ValueError, match=r"source has values up to"):
+        W1OT().fit(z, z)
+
+
+@pytest.mark.parametrize("value", [9e11, -9e11, 1e6])
+def test_large_but_accepted_values_give_finite_outputs(small_models, value):
+    w1, w2 = small_models
+    z = np.full((4, 3), value)
+    for out in (
+        w1.transport(z),
+        w1.potential(z),
+        w1.step_size(z),
+        w2.transport(z),
+        w2.potential(z),
+    ):
+        assert np.isfinite(out).all()
+
+
+def test_data_at_scale_1e11_train_to_a_finite_model():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3)) * 1e11
+    model = W1OT(potential_iters=300, step_iters=300, batch_size=64, n_threads=1, seed=0)
+    model.fit(x, x + 1e11)
+    assert np.isfinite(model.transport(x)).all()
+    assert np.isfinite(model.history["w1_valid"]).all()

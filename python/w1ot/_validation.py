@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
+#: Largest magnitude the float32 solvers accept: squared distances of such values, summed
+#: over thousands of features and a batch, stay far inside float32's range (3.4e38).
+MAX_ABS_FLOAT32 = 1e12
+
+
 def as_cells(a, name: str, *, dtype=np.float64, n_features: int | None = None) -> np.ndarray:
     """``a`` as a C-contiguous, finite, non-empty 2-D array (cells x features) of ``dtype``.
 
@@ -37,7 +42,13 @@ def as_cells(a, name: str, *, dtype=np.float64, n_features: int | None = None) -
         raise ValueError(f"{name} has 0 features")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, expected {n_features}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    if np.dtype(dtype) == np.float32 and arr.size:
+        big = float(np.abs(arr).max())
+        if big > MAX_ABS_FLOAT32:
+            raise ValueError(
+                f"{name} has values up to {big:.3g} in magnitude; w1ot's solvers compute in "
+                f"float32 and accept magnitudes up to {MAX_ABS_FLOAT32:.0e}: rescale the data"
+            )
+    return np.ascontiguousarray(arr, dtype=dtype)
