@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: Largest magnitude the float32 solvers accept: squared distances of such values, summed
 #: over thousands of features and a batch, stay far inside float32's range (3.4e38).
 MAX_ABS_FLOAT32 = 1e12
