@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from w1ot._validation import as_cells
-from w1ot.io import ModelFileError, load_model, save_model
+from w1ot.io import ModelFileError, invalid, load_model, save_model
 
 __all__ = ["BASELINES", "Identity", "MeanShift", "Observed"]
 
@@ -42,18 +42,42 @@ class _Baseline:
 
     @classmethod
     def load(cls, path):
-        """Loads a baseline written by :meth:`save`."""
-        meta, arrays = load_model(path, cls.__name__)
-        try:
-            model = cls(**meta["config"])
-            n = int(meta["n_features"])
-            for k in cls._ARRAYS:
-                a = np.asarray(arrays[k], dtype=np.float64)
-                if a.shape[-1] != n or not np.isfinite(a).all():
-                    raise ValueError(f"array {k!r} does not match n_features={n}")
-                setattr(model, k, a)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path!s}: not a valid {cls.__name__} file: {exc}") from exc
+        """Loads a baseline written by :meth:`save`; raises :class:`~w1ot.ModelFileError`
+        for any file that is not one."""
+        name = cls.__name__
+        meta, arrays = load_model(path, name, names=cls._ARRAYS)
+
+        def bad(reason: str) -> ModelFileError:
+            return invalid(path, name, reason)
+
+        # The constructors convert their options; a file must hold them as saved.
+        defaults = cls().get_params()
+        for k, v in meta["config"].items():
+            if k not in defaults:
+                raise bad(f"its configuration has an unknown option {k!r}")
+            kind = type(defaults[k])
+            if type(v) is not kind or (kind is int and v < 0):
+                raise bad(f"its option {k}={v!r} is not a valid {kind.__name__}")
+        model = cls(**meta["config"])
+        n = meta["n_features"]
+        # shift_: one value per feature; target_: at least one cell.
+        shapes = {"shift_": (n,), "target_": (None, n)}
+        for k in cls._ARRAYS:
+            if k not in arrays:
+                raise bad(f"it lacks the fitted array {k!r}")
+            a = arrays[k]
+            want = shapes[k]
+            if (
+                a.dtype.kind != "f"
+                or a.ndim != len(want)
+                or any(w is not None and s != w for s, w in zip(a.shape, want, strict=True))
+                or a.size == 0
+            ):
+                shown = "x".join("n" if w is None else str(w) for w in want)
+                raise bad(f"its array {k!r} ({a.dtype}, {a.shape}) is not a float {shown} array")
+            if not np.isfinite(a).all():
+                raise bad(f"its array {k!r} holds NaN or infinite values")
+            setattr(model, k, a.astype(np.float64))
         model.n_features_ = n
         model.fitted_on_ = meta.get("fitted_on")
         return model

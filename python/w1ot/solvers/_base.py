@@ -12,13 +12,14 @@ import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import numpy as np
 
 from w1ot import _core
 from w1ot._validation import as_cells
-from w1ot.io import load_model, save_model
+from w1ot.io import ModelFileError, invalid, load_model, save_model
 from w1ot.projection import PCA, resolve_components
 
 __all__ = ["Progress", "TrainingError", "TrainingWarning"]
@@ -312,32 +313,111 @@ class Solver:
 
     @classmethod
     def load(cls, path: str | os.PathLike):
-        """Loads a model written by :meth:`save`."""
-        meta, arrays = load_model(path, cls.__name__)
-        # Files written before n_components existed hold full-space models.
-        model = cls(**{"n_components": None, **meta["config"]})
-        n_features = int(meta["n_features"])
-        pca = None
-        if "pca/components" in arrays:
-            try:
-                pca = PCA(arrays["pca/mean"], arrays["pca/components"])
-            except (KeyError, ValueError) as exc:
-                raise ValueError(f"{os.fspath(path)!r}: broken projection: {exc}") from exc
-            if pca.mean.shape[0] != n_features:
-                raise ValueError(f"{os.fspath(path)!r}: projection does not match n_features")
-        core = model._new_core(n_features if pca is None else pca.n_components)
+        """Loads a model written by :meth:`save`; raises :class:`~w1ot.ModelFileError` for
+        any file that is not one (every size is checked before anything is allocated)."""
+        name = cls.__name__
+        meta, arrays = load_model(
+            path, name, names=("pca/mean", "pca/components"), prefixes=("param/", "history/")
+        )
+
+        def bad(reason: str) -> ModelFileError:
+            return invalid(path, name, reason)
+
+        if meta["version"] >= 2 and "fit_time" not in meta:
+            raise bad("its metadata lacks 'fit_time'")
         try:
-            core.set_state(
-                {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
-            )
+            # Files written before n_components existed hold full-space models.
+            model = cls(**{"n_components": None, **meta["config"]})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise bad(f"its configuration is refused ({exc})") from exc
+        n_features = meta["n_features"]
+        params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
+        dim = model._stored_input_dim(params, bad)
+        pca = model._stored_projection(arrays, dim, n_features, bad)
+        history = {}
+        for k, v in arrays.items():
+            if k.startswith("history/"):
+                if v.ndim > 1:
+                    raise bad(f"history array {k!r} is not a vector")
+                history[k.split("/", 1)[1]] = v
+        core = model._new_core(dim)
+        try:
+            core.set_state(params)
         except ValueError as exc:
-            raise ValueError(
-                f"{os.fspath(path)!r}: parameters do not match the configuration: {exc}"
-            ) from exc
-        history = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("history/")}
+            raise bad(f"its parameters do not match the configuration ({exc})") from exc
         model._set_fitted(core, pca, n_features, history, dict(meta.get("fit_time", {})))
         model.fitted_on_ = meta.get("fitted_on")
         return model
+
+    def _stored_input_dim(self, params: dict[str, np.ndarray], bad: Callable) -> int:
+        """The networks' input dimension implied by stored parameter vectors, checked before
+        any network of that size is built (a crafted file must not make us allocate)."""
+        for k, v in params.items():
+            if v.dtype != np.float32 or v.ndim != 1:
+                raise bad(f"parameter array {k!r} is not a float32 vector ({v.dtype}, {v.shape})")
+            if not np.isfinite(v).all():
+                raise bad(f"parameter array {k!r} holds NaN or infinite values")
+        total = sum(v.size for v in params.values())
+        for opt in self._CORE_OPTIONS:
+            w = getattr(self, opt)
+            if isinstance(w, list) and sum(a * b for a, b in pairwise(w)) + sum(w) > total:
+                raise bad(f"{opt}={w} needs more than its {total} stored parameters")
+        try:
+            # Each vector's length is affine in the input dimension: read it off two tiny
+            # networks of the same configuration.
+            one, two = (
+                {k: v.size for k, v in self._new_core(d).get_state().items()} for d in (1, 2)
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise bad(f"its configuration is refused ({exc})") from exc
+        if set(params) != set(one):
+            missing = sorted(set(one) - set(params))
+            if missing:
+                raise bad(f"it lacks the parameter array {missing[0]!r}")
+            raise bad(
+                f"it holds an unexpected parameter array {sorted(set(params) - set(one))[0]!r}"
+            )
+        dims = set()
+        for k, v in params.items():
+            per, fixed = two[k] - one[k], 2 * one[k] - two[k]
+            if per == 0:
+                if v.size != fixed:
+                    raise bad(f"parameter array {k!r} has {v.size} values, not {fixed}")
+                continue
+            dim, rest = divmod(v.size - fixed, per)
+            if rest or dim < 1:
+                raise bad(
+                    f"parameter array {k!r} ({v.size} values) does not match the configuration"
+                )
+            dims.add(dim)
+        if len(dims) != 1:
+            raise bad("its parameter arrays disagree on the input dimension")
+        return dims.pop()
+
+    def _stored_projection(self, arrays, dim: int, n_features: int, bad: Callable) -> PCA | None:
+        """The stored principal components, checked against the networks and the config."""
+        if ("pca/mean" in arrays) != ("pca/components" in arrays):
+            raise bad("its projection lacks its mean or its components")
+        if "pca/components" not in arrays:
+            if dim != n_features:
+                raise bad(f"its parameters are for {dim} features, not n_features={n_features}")
+            if isinstance(self.n_components, int):
+                raise bad(f"it has no projection, though n_components={self.n_components}")
+            return None
+        mean, comps = arrays["pca/mean"], arrays["pca/components"]
+        if mean.dtype.kind != "f" or comps.dtype.kind != "f":
+            raise bad("its projection is not floating point")
+        if comps.shape != (dim, n_features) or mean.shape != (n_features,):
+            raise bad(
+                f"its projection ({comps.shape} components, {mean.shape} mean) does not "
+                f"match {dim} latent dimensions and n_features={n_features}"
+            )
+        if not (np.isfinite(mean).all() and np.isfinite(comps).all()):
+            raise bad("its projection holds NaN or infinite values")
+        k = self.n_components
+        if k is None or (not isinstance(k, str) and k != dim):
+            raise bad(f"its projection does not match n_components={k!r}")
+        return PCA(mean, comps)
 
 
 class ProgressReporter:
