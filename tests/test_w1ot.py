@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,6 +377,38 @@ def test_same_seed_same_model_bit_for_bit(gauss, probe, n_threads):
         np.testing.assert_array_equal(b.history[key], values, err_msg=key)
     assert not np.array_equal(a.potential(probe), c.potential(probe))
     assert not np.array_equal(a.transport(probe), c.transport(probe))
+
+
+def test_the_same_model_for_any_thread_count_and_in_another_process(gauss, probe, tmp_path):
+    import subprocess
+    import sys
+
+    fit = lambda n: _model(**SMALL, seed=5, n_threads=n).fit(*gauss)  # noqa: E731
+    models = [fit(n) for n in (1, 2, 3, 0)]
+    for other in models[1:]:
+        np.testing.assert_array_equal(models[0].transport(probe), other.transport(probe))
+        for key, values in models[0].history.items():
+            np.testing.assert_array_equal(other.history[key], values, err_msg=key)
+    np.save(tmp_path / "data.npy", np.stack(gauss))
+    np.save(tmp_path / "probe.npy", probe)
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, sys.argv[1]); "
+        "from test_w1ot import SMALL, _model; "
+        "s, t = np.load(sys.argv[2]); p = np.load(sys.argv[3]); "
+        "m = _model(**SMALL, seed=5, n_threads=2).fit(s, t); np.save(sys.argv[4], m.transport(p))"
+    )
+    out = tmp_path / "moved.npy"
+    here = str(Path(__file__).parent)
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        here,
+        str(tmp_path / "data.npy"),
+        str(tmp_path / "probe.npy"),
+    ]
+    subprocess.run([*args, str(out)], check=True)
+    np.testing.assert_array_equal(np.load(out), models[0].transport(probe))
 
 
 # ------------------------------------------------------------------------------- callback

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use crate::linalg::{Matrix, Op, Real, dot, gemm, lane_sum};
-use crate::parallel::{current_threads, map_ranges, row_ranges};
+use crate::parallel::{TRAIN_BLOCK, blocks, map_ranges, row_ranges};
 use crate::simd::{LANES, widest};
 
 /// Squared norms of the rows.
@@ -220,9 +220,9 @@ pub fn energy_distance_grad<T: Real>(
     (v, g.expect("gradient requested"))
 }
 
-/// The energy distance alone, on the current pool's threads.
+/// The energy distance alone, in fixed row blocks on the current pool's threads.
 pub fn energy_distance<T: Real>(x: &Matrix<T>, y: &Matrix<T>) -> T {
-    let ranges = row_ranges(x.rows(), current_threads());
+    let ranges = blocks(x.rows(), TRAIN_BLOCK);
     let coef = energy_coef(x.rows(), y.rows());
     two_sample(x, y, &Kernel::Distance, coef, &ranges, false).0
 }
@@ -248,10 +248,10 @@ pub fn mmd_grad<T: Real>(
     (v, g.expect("gradient requested"))
 }
 
-/// The multi-scale RBF MMD^2 alone, on the current pool's threads.
+/// The multi-scale RBF MMD^2 alone, in fixed row blocks on the current pool's threads.
 pub fn mmd<T: Real>(x: &Matrix<T>, y: &Matrix<T>, gammas: &[f64]) -> T {
     let gammas: Vec<T> = gammas.iter().map(|&g| T::c(g)).collect();
-    let ranges = row_ranges(x.rows(), current_threads());
+    let ranges = blocks(x.rows(), TRAIN_BLOCK);
     let coef = mmd_coef(x.rows(), y.rows());
     two_sample(x, y, &Kernel::Rbf(&gammas), coef, &ranges, false).0
 }

@@ -1,7 +1,7 @@
-//! Data parallelism over rows. Work is split into a fixed number of contiguous row
-//! ranges and partial results are combined in range order, so a result depends on the
-//! number of ranges but never on thread scheduling: the same seed and thread count give
-//! the same model bit for bit.
+//! Data parallelism over rows. Work is split into contiguous row blocks whose number
+//! depends only on the row count ([`blocks`]), and partial results are combined in block
+//! order, so a result never depends on the number of threads or their scheduling: the
+//! same seed gives the same model bit for bit on any machine.
 
 use std::ops::Range;
 
@@ -25,6 +25,16 @@ pub fn row_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
     out
 }
 
+/// Rows per block of training work: small enough that a batch of 256 feeds 2-4 threads,
+/// large enough that a block's fixed costs stay small.
+pub const TRAIN_BLOCK: usize = 64;
+
+/// Nearly equal blocks of about `size` rows covering 0..n; their number depends on n and
+/// `size` alone, never on the thread count.
+pub fn blocks(n: usize, size: usize) -> Vec<Range<usize>> {
+    row_ranges(n, n.div_ceil(size.max(1)))
+}
+
 /// Maps `f` over the ranges in parallel; results come back in range order.
 pub fn map_ranges<R: Send>(
     ranges: &[Range<usize>],
@@ -36,11 +46,17 @@ pub fn map_ranges<R: Send>(
     ranges.par_iter().cloned().map(f).collect()
 }
 
-/// Runs `f` on a pool of `n_threads` workers (0: one per core). Training runs inside
-/// such a pool so a fit never oversubscribes an application's other threads.
+/// Threads per core beyond which [`with_threads`] starts no more: CPU-bound blocks gain
+/// nothing from oversubscription, and thousands of threads cost seconds and gigabytes.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// Runs `f` on a pool of `n_threads` workers (0: one per core; at most
+/// [`MAX_THREADS_PER_CORE`] per core). Training runs inside such a pool so a fit never
+/// oversubscribes an application's other threads. Results do not depend on the count.
 pub fn with_threads<R: Send>(n_threads: usize, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(n_threads)
+        .num_threads(n_threads.min(MAX_THREADS_PER_CORE * cores))
         .build()
         .map_err(|e| Error::invalid("n_threads", format!("cannot start a thread pool: {e}")))?;
     Ok(pool.install(f))

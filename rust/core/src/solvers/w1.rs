@@ -15,7 +15,7 @@ use crate::nn::activation::Activation;
 use crate::nn::orthogonal::OrthoKind;
 use crate::nn::{Mlp, Mode, Potential};
 use crate::optim::{Adam, AdamConfig, CosineSchedule};
-use crate::parallel::{current_threads, map_ranges, row_ranges};
+use crate::parallel::{TRAIN_BLOCK, blocks, map_ranges};
 use crate::rng::{EpochSampler, Rng};
 use rayon::prelude::*;
 
@@ -216,7 +216,7 @@ pub fn train_potential(
             iteration: k,
             msg: e.to_string(),
         })?;
-        let (f, grad) = pot.batch_grad(&w, &batch, &df, current_threads());
+        let (f, grad) = pot.batch_grad(&w, &batch, &df, batch.rows().div_ceil(TRAIN_BLOCK));
         let loss = dot(&f, &df);
         if !loss.is_finite() {
             return Err(Error::Diverged {
@@ -440,7 +440,7 @@ pub fn train_step(
     // A multiplier on both learning rates: 1 -> lr_final_fraction over the stage.
     let decay = CosineSchedule::new(1.0, cfg.lr_final_fraction, cfg.iters)?;
     let eta0 = mean_shift_step(source, dirs, target);
-    let ranges = row_ranges(cfg.batch_size, current_threads());
+    let ranges = blocks(cfg.batch_size, TRAIN_BLOCK);
     let mut stop = cfg
         .patience
         .map(|p| EarlyStop::new(p, cfg.min_rel_improvement));
@@ -822,6 +822,7 @@ pub fn transport(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parallel::row_ranges;
     use crate::solvers::{Progress, silent};
 
     /// Mean of T(x) - x over the rows.
@@ -839,6 +840,81 @@ mod tests {
         let dir = 1.0 / (d as f32).sqrt();
         let y = Matrix::from_fn(n, d, |_, _| rng.normal::<f32>() + shift * dir);
         (x, y)
+    }
+
+    /// Both stages (each step objective, with held-out evaluation) on `threads` workers:
+    /// every parameter and every recorded statistic.
+    fn fit_with_threads(threads: usize, loss: StepLoss) -> (Vec<f32>, Vec<f32>) {
+        let (x, y) = gaussians(700, 3, 2.0, 21);
+        let (xv, yv) = gaussians(300, 3, 2.0, 22);
+        crate::parallel::with_threads(threads, || {
+            let mut rng = Rng::new(23);
+            let pcfg = PotentialConfig {
+                iters: 40,
+                eval_every: 10,
+                ..Default::default()
+            };
+            let mut pot =
+                Potential::new(3, &pcfg.hidden, pcfg.group_size, pcfg.kind, &mut rng).unwrap();
+            let valid = Some((xv.view(), yv.view()));
+            let ph = train_potential(
+                &mut pot,
+                x.view(),
+                y.view(),
+                valid,
+                &pcfg,
+                &mut rng,
+                &mut silent,
+            )
+            .unwrap();
+            let scfg = StepConfig {
+                iters: 30,
+                eval_every: 10,
+                loss,
+                instance_noise: 0.1,
+                ..Default::default()
+            };
+            let (mut eta, mut disc) = step_networks(3, &scfg, &mut rng).unwrap();
+            let u = directions(&pot, x.view()).unwrap();
+            let uv = directions(&pot, xv.view()).unwrap();
+            let valid = StepValid {
+                source: xv.view(),
+                directions: &uv,
+                target: yv.view(),
+            };
+            let sh = train_step(
+                &mut eta,
+                &mut disc,
+                x.view(),
+                &u,
+                y.view(),
+                Some(valid),
+                &scfg,
+                &mut rng,
+                &mut silent,
+            )
+            .unwrap();
+            let params = [pot.params(), eta.params(), disc.params()].concat();
+            let stats = [
+                ph.loss,
+                ph.w1_valid,
+                sh.eta_loss,
+                sh.disc_loss,
+                sh.energy_valid,
+            ]
+            .concat();
+            (params, stats)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn same_model_for_any_thread_count() {
+        for loss in [StepLoss::Energy, StepLoss::Gan, StepLoss::Mmd] {
+            let one = fit_with_threads(1, loss);
+            assert_eq!(one, fit_with_threads(2, loss), "{loss:?}, 2 threads");
+            assert_eq!(one, fit_with_threads(3, loss), "{loss:?}, 3 threads");
+        }
     }
 
     #[test]
