@@ -44,7 +44,9 @@ def as_cells(a, name: str, *, dtype=np.float64, n_features: int | None = None) -
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if np.dtype(dtype) == np.float32 and arr.size:
-        big = float(np.abs(arr).max())
+        # Not np.abs(arr).max(): the absolute value of the most negative integer wraps to
+        # itself (np.abs(int64(-2**63)) < 0), which would pass the check.
+        big = max(abs(float(arr.max())), abs(float(arr.min())))
         if big > MAX_ABS_FLOAT32:
             raise ValueError(
                 f"{name} has values up to {big:.3g} in magnitude; w1ot's solvers compute in "

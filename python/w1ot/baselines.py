@@ -10,12 +10,28 @@ inputs are cells x features arrays (dense or scipy.sparse), validated like W1OT'
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from w1ot._validation import as_cells
 from w1ot.io import ModelFileError, invalid, load_model, save_model
 
 __all__ = ["BASELINES", "Identity", "MeanShift", "Observed"]
+
+
+def _seed(v) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {v!r}")
+    if v < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {v!r}")
+    return int(v)
+
+
+def _flag(v, name: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
 
 
 class _Baseline:
@@ -151,7 +167,7 @@ class Observed(_Baseline):
     _OPTIONS = ("seed",)
 
     def __init__(self, *, seed: int = 0) -> None:
-        self.seed = int(seed)
+        self.seed = _seed(seed)
         self.target_: np.ndarray | None = None
 
     def fit(self, source, target) -> Observed:
@@ -192,9 +208,9 @@ class MeanShift(_Baseline):
     _OPTIONS = ("balance", "positive", "seed")
 
     def __init__(self, *, balance: bool = True, positive: bool = False, seed: int = 0) -> None:
-        self.balance = bool(balance)
-        self.positive = bool(positive)
-        self.seed = int(seed)
+        self.balance = _flag(balance, "balance")
+        self.positive = _flag(positive, "positive")
+        self.seed = _seed(seed)
         self.shift_: np.ndarray | None = None
 
     def fit(self, source, target) -> MeanShift:
@@ -207,13 +223,23 @@ class MeanShift(_Baseline):
                 src = src[np.sort(rng.choice(src.shape[0], size=n, replace=False))]
             else:
                 tgt = tgt[np.sort(rng.choice(tgt.shape[0], size=n, replace=False))]
-        self.shift_ = tgt.mean(axis=0) - src.mean(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            shift = tgt.mean(axis=0) - src.mean(axis=0)
+        if not np.isfinite(shift).all():
+            raise ValueError(
+                "source and target: their means (or the difference) overflow float64; "
+                "rescale the data"
+            )
+        self.shift_ = shift
         self.n_features_ = src.shape[1]
         return self
 
     def transport(self, x) -> np.ndarray:
         """``x + shift_`` (float64; clipped at 0 if ``positive``)."""
-        out = self._cells(x) + self.shift_
+        with np.errstate(over="ignore"):
+            out = self._cells(x) + self.shift_
+        if not np.isfinite(out).all():
+            raise ValueError("x + shift_ overflows float64: x has values too large; rescale it")
         if self.positive:
             np.maximum(out, 0.0, out=out)
         return out

@@ -74,6 +74,8 @@ def widths(v: Sequence[int], name: str) -> list[int]:
         out.append(int(h))
     if not out or any(h < 1 for h in out):
         raise ValueError(f"{name} must be a non-empty sequence of positive widths, got {list(v)}")
+    if max(out) > MAX_INT:
+        raise ValueError(f"{name}: widths must be at most {MAX_INT}, got {max(out)}")
     return out
 
 
@@ -81,6 +83,11 @@ def widths(v: Sequence[int], name: str) -> list[int]:
 MAX_INT = 2**63 - 1
 #: More worker threads than this is a mistake on any machine.
 MAX_THREADS = 1024
+#: The most iterations a training stage may be asked for. The core allocates a stage's
+#: history (a float per iteration) before its first iteration, so a count beyond memory
+#: aborts the process (or, beyond 2**60, raises an internal error); 10**8 iterations are
+#: days of training and 400 MB of history.
+MAX_ITERS = 10**8
 
 
 def integer(v, name: str, minimum: int, maximum: int = MAX_INT) -> int:
@@ -98,12 +105,20 @@ def threads(v) -> int:
     return integer(v, "n_threads", 0, MAX_THREADS)
 
 
+def iterations(v, name: str) -> int:
+    return integer(v, name, 0, MAX_ITERS)
+
+
 def number(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a number, got {v!r}")
-    if not math.isfinite(v):
+    try:
+        out = float(v)
+    except OverflowError:  # an int beyond float range
+        out = math.inf
+    if not math.isfinite(out):
         raise ValueError(f"{name} must be finite, got {v!r}")
-    return float(v)
+    return out
 
 
 def positive(v, name: str) -> float:
@@ -120,6 +135,8 @@ def flag(v, name: str) -> bool:
 
 
 def choice(v, name: str, options: Sequence[str]) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
     if v not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
     return v
@@ -419,6 +436,35 @@ class Solver:
             raise bad(f"its projection does not match n_components={k!r}")
         return PCA(mean, comps)
 
+    # -- pickling (for worker processes: joblib, Dask) ------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What :meth:`save` stores, as plain Python and NumPy objects: the configuration,
+        the core's parameter arrays, the projection, history, fit times and ``fitted_on_``.
+        The core itself (a Rust object) is rebuilt from them by :meth:`__setstate__`."""
+        state: dict[str, Any] = {"config": self.get_params(), "fitted_on": self.fitted_on_}
+        if self._core is not None:
+            state["params"] = {k: np.array(v) for k, v in self._core.get_state().items()}
+            state["n_features"] = self._n_features
+            state["pca"] = (
+                None if self._pca is None else (self._pca.mean.copy(), self._pca.components.copy())
+            )
+            state["history"] = {k: np.array(v) for k, v in self.history.items()}
+            state["fit_time"] = dict(self.fit_time_)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuilds the estimator (options checked by ``__init__``) and, when it was fitted,
+        its core from the stored parameters, as :meth:`load` does."""
+        type(self).__init__(self, **state["config"])
+        if "params" in state:
+            pca = None if state["pca"] is None else PCA(*state["pca"])
+            n_features = int(state["n_features"])
+            core = self._new_core(n_features if pca is None else pca.n_components)
+            core.set_state(state["params"])
+            self._set_fitted(core, pca, n_features, state["history"], state["fit_time"])
+        self.fitted_on_ = state.get("fitted_on")
+
 
 class ProgressReporter:
     """Adapts the core's progress calls to tqdm bars and the user's callback."""
@@ -460,5 +506,7 @@ class ProgressReporter:
             if iteration >= total:
                 bar.close()
         if self.callback is not None:
-            return self.callback(Progress(stage, iteration, total, loss, valid)) is not False
+            result = self.callback(Progress(stage, iteration, total, loss, valid))
+            # False stops, NumPy's False too (a callback returning e.g. ``loss < limit``).
+            return not (result is False or (isinstance(result, np.bool_) and not result))
         return True

@@ -25,6 +25,7 @@ from w1ot.solvers._base import (
     energy_distance,
     flag,
     integer,
+    iterations,
     number,
     threads,
     widths,
@@ -50,7 +51,7 @@ class W1OT(Solver):
         reference's "4 groups"; 2 is MaxMin, the width itself a full sort.
     orthogonal : ``"cayley"`` (default) or ``"bjorck"`` orthogonal layers.
     bjorck_iters : Björck iterations per training step (inference iterates to convergence).
-    potential_iters, step_iters : iterations of the two stages (10,000 each).
+    potential_iters, step_iters : iterations of the two stages (10,000 each; at most 10**8).
     batch_size : cells per side per iteration (256).
     potential_lr, potential_lr_min : cosine-annealed learning rate of the potential
         (1e-2 to 1e-4, Adam betas (0.5, 0.5)).
@@ -85,8 +86,8 @@ class W1OT(Solver):
         and cells move by ``-eta * P^T u`` inside the components' span (see
         :mod:`w1ot.projection`); ``positive`` then clips the output only.
     seed : seed of initialisation, the held-out split and batch sampling.
-    n_threads : worker threads (0: one per core). The same seed and ``n_threads`` give the
-        same model bit for bit.
+    n_threads : worker threads (0: one per core; at most 4 per core are started). The same
+        seed gives the same model bit for bit with any thread count, so on any machine.
     progress : show a progress bar per stage.
     """
 
@@ -128,8 +129,8 @@ class W1OT(Solver):
         self.batch_size = integer(batch_size, "batch_size", 1)
         self.eval_every = integer(eval_every, "eval_every", 1)
         self.patience = integer(patience, "patience", 1)
-        self.potential_iters = integer(potential_iters, "potential_iters", 0)
-        self.step_iters = integer(step_iters, "step_iters", 0)
+        self.potential_iters = iterations(potential_iters, "potential_iters")
+        self.step_iters = iterations(step_iters, "step_iters")
         self.seed = integer(seed, "seed", 0)
         self.n_threads = threads(n_threads)
         bad = [h for h in self.hidden if h % self.group_size]

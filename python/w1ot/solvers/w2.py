@@ -26,6 +26,7 @@ from w1ot.solvers._base import (
     components,
     flag,
     integer,
+    iterations,
     number,
     positive,
     threads,
@@ -49,7 +50,7 @@ class W2OT(Solver):
         U(0, ``init_scale``), biases 0) or ``"torch"`` (PyTorch's default, which the paper's
         own W2 code ran).
     init_scale : the upper bound of the uniform init (0.1).
-    iters : outer iterations (100,000).
+    iters : outer iterations (100,000; at most 10**8).
     inner_iters : g steps per outer iteration, each on a fresh source batch (10).
     batch_size : cells per side per step (256).
     lr, betas : Adam's learning rate and betas for f and g (1e-4, (0.5, 0.9)).
@@ -125,7 +126,7 @@ class W2OT(Solver):
             raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope!r}")
         self.init = choice(init, "init", ("uniform", "torch"))
         self.init_scale = positive(init_scale, "init_scale")
-        self.iters = integer(iters, "iters", 0)
+        self.iters = iterations(iters, "iters")
         self.inner_iters = integer(inner_iters, "inner_iters", 1)
         self.batch_size = integer(batch_size, "batch_size", 1)
         self.lr = positive(lr, "lr")
