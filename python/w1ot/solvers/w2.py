@@ -127,7 +127,7 @@ class W2OT(Solver):
         self.init = choice(init, "init", ("uniform", "torch"))
         self.init_scale = positive(init_scale, "init_scale")
         self.iters = iterations(iters, "iters")
-        self.inner_iters = integer(inner_iters, "inner_iters", 1)
+        self.inner_iters = integer(inner_iters, "inner_iters", 1, 1000)
         self.batch_size = integer(batch_size, "batch_size", 1)
         self.lr = positive(lr, "lr")
         self.betas = adam_betas(betas, "betas")

@@ -27,6 +27,14 @@ pub fn run<R: Send>(
     callback: Option<&Py<PyAny>>,
     job: impl FnOnce(&mut dyn FnMut(&Progress) -> bool) -> Result<R> + Send,
 ) -> PyResult<R> {
+    if let Some(cb) = callback
+        && !cb.bind(py).is_callable()
+    {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "callback must be callable, got {}",
+            cb.bind(py).repr()?
+        )));
+    }
     let stop = AtomicBool::new(false);
     let callback_error: Mutex<Option<PyErr>> = Mutex::new(None);
     let (tx, rx) = mpsc::channel();

@@ -189,12 +189,18 @@ impl PyW1 {
             _ => 0.01,
         };
         let dims = self.eta.dims();
+        // The core names this check after W1OT's option; the binding's argument differs.
+        if !(lr_final_fraction > 0.0 && lr_final_fraction <= 1.0) {
+            return Err(PyValueError::new_err(format!(
+                "lr_final_fraction: must be in (0, 1], got {lr_final_fraction}"
+            )));
+        }
         let cfg = StepConfig {
             hidden: dims[1..dims.len() - 1].to_vec(),
             negative_slope,
             iters: count_arg(iters, "iters", 0)?,
             batch_size: count_arg(batch_size, "batch_size", 1)?,
-            lr_eta: positive_f64(lr, "step_lr")?,
+            lr_eta: positive_f64(lr, "lr")?,
             lr_disc: positive_f64(disc_lr, "disc_lr")?,
             lr_final_fraction,
             adam: adam_config(betas, eps, weight_decay),
@@ -208,7 +214,7 @@ impl PyW1 {
                 "mmd" => StepLoss::Mmd,
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "step_loss: expected 'gan', 'energy' or 'mmd', got {other:?}"
+                        "loss: expected 'gan', 'energy' or 'mmd', got {other:?}"
                     )));
                 }
             },
@@ -220,6 +226,15 @@ impl PyW1 {
         let n_threads = count_arg(n_threads, "n_threads", 0)?;
         let (sv, tv) = (view(&s), view(&t));
         let vv = valid.as_ref().map(|(a, b)| (view(a), view(b)));
+        // Directions are computed before the step stage checks its data: check it here so a
+        // message names the argument, not the potential's input.
+        let mut inputs = vec![("source", sv), ("target", tv)];
+        if let Some((vs, vt)) = vv {
+            inputs.extend([("valid_source", vs), ("valid_target", vt)]);
+        }
+        for (name, v) in inputs {
+            w1ot_core::nn::check_magnitude(name, v.as_slice()).py()?;
+        }
         let pot = &self.pot;
         let (mut eta, mut disc) = (self.eta.clone(), self.disc.clone());
         let seed = self.seed;

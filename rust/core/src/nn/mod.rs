@@ -53,7 +53,28 @@ pub(crate) fn assign_params<T: Real>(dst: &mut [T], src: &[T]) -> Result<()> {
     Ok(())
 }
 
-/// A model input `x` must have `in_dim` columns.
+/// The largest input magnitude the models accept: squared distances and the ICNN's squared
+/// first layer of such values stay far inside float32's range (3.4e38).
+pub const MAX_INPUT: f64 = 1e12;
+
+/// Checks that every value is finite and at most [`MAX_INPUT`] in magnitude, naming `name`.
+pub fn check_magnitude<T: Real>(name: &'static str, values: &[T]) -> Result<()> {
+    let limit = T::c(MAX_INPUT);
+    if let Some(v) = values.iter().find(|v| !v.is_finite() || v.abs() > limit) {
+        let what = if v.is_finite() {
+            let v = num_traits::ToPrimitive::to_f64(v).unwrap_or(f64::INFINITY);
+            format!(
+                "has values of magnitude {v:.3e}; at most {MAX_INPUT:e} is accepted: rescale the data"
+            )
+        } else {
+            "contains NaN or infinite values".to_string()
+        };
+        return Err(Error::invalid(name, what));
+    }
+    Ok(())
+}
+
+/// A model input `x` must have `in_dim` columns of finite values of moderate magnitude.
 pub(crate) fn check_input<T: Real>(x: MatView<'_, T>, in_dim: usize) -> Result<()> {
     if x.cols() != in_dim {
         return Err(Error::shape(
@@ -62,5 +83,23 @@ pub(crate) fn check_input<T: Real>(x: MatView<'_, T>, in_dim: usize) -> Result<(
             format!("({}, {})", x.rows(), x.cols()),
         ));
     }
-    Ok(())
+    check_magnitude("x", x.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magnitude_check_names_the_input_and_refuses_overflowing_values() {
+        assert!(check_magnitude::<f32>("x", &[0.0, -1e12, 1e12]).is_ok());
+        for bad in [3e38f32, -1e13, f32::NAN, f32::INFINITY] {
+            let err = check_magnitude("x", &[1.0, bad]).unwrap_err().to_string();
+            assert!(err.contains("x"), "{err}");
+        }
+        let err = check_magnitude::<f32>("source", &[2e12])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source") && err.contains("rescale"), "{err}");
+    }
 }

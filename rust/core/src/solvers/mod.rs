@@ -65,10 +65,38 @@ pub(crate) fn check_data(name: &'static str, x: MatView<'_, f32>, d: usize) -> R
             format!("({}, {})", x.rows(), x.cols()),
         ));
     }
-    if !x.as_slice().iter().all(|v| v.is_finite()) {
-        return Err(Error::invalid(name, "contains NaN or infinite values"));
+    crate::nn::check_magnitude(name, x.as_slice())
+}
+
+/// Held-out cells, checked like the training cells (named as the binding's arguments).
+pub(crate) fn check_valid(
+    valid: Option<(MatView<'_, f32>, MatView<'_, f32>)>,
+    d: usize,
+) -> Result<()> {
+    if let Some((vs, vt)) = valid {
+        check_data("valid_source", vs, d)?;
+        check_data("valid_target", vt, d)?;
     }
     Ok(())
+}
+
+/// The most iterations a stage may run: 1e8 is days of training and 400 MB of history.
+pub const MAX_ITERS: usize = 100_000_000;
+
+pub(crate) fn check_iters(iters: usize) -> Result<()> {
+    if iters > MAX_ITERS {
+        return Err(Error::invalid(
+            "iters",
+            format!("must be at most {MAX_ITERS}, got {iters}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A history vector's initial capacity: a huge iteration count must fail as an error (or
+/// run), not abort the process by reserving memory up front.
+pub(crate) fn history_capacity(iters: usize) -> usize {
+    iters.min(1 << 16)
 }
 
 pub(crate) fn check_batch(batch: usize, n_train: usize, side: &str) -> Result<()> {

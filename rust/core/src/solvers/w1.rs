@@ -187,6 +187,8 @@ pub fn train_potential(
     check_data("target", target, d)?;
     check_batch(cfg.batch_size, source.rows(), "source")?;
     check_batch(cfg.batch_size, target.rows(), "target")?;
+    super::check_iters(cfg.iters)?;
+    super::check_valid(valid, d)?;
     if cfg.eval_every == 0 {
         return Err(Error::invalid("eval_every", "must be >= 1"));
     }
@@ -200,7 +202,7 @@ pub fn train_potential(
     df.extend(std::iter::repeat_n(1.0 / b as f32, b));
 
     let mut hist = PotentialHistory {
-        loss: Vec::with_capacity(cfg.iters),
+        loss: Vec::with_capacity(super::history_capacity(cfg.iters)),
         ..Default::default()
     };
     let mut stop = cfg
@@ -428,13 +430,14 @@ pub fn train_step(
     monitor: &mut Monitor<'_>,
 ) -> Result<StepHistory> {
     validate_step(cfg, source, dirs, target, eta.in_dim())?;
+    super::check_valid(valid.as_ref().map(|v| (v.source, v.target)), eta.in_dim())?;
     let mut opt_eta = Adam::<f32>::new(eta.n_params(), cfg.adam.clone())?;
     let mut opt_disc = Adam::<f32>::new(disc.n_params(), cfg.adam.clone())?;
     let mut s_sampler = EpochSampler::new(source.rows(), cfg.batch_size, rng);
     let mut t_sampler = EpochSampler::new(target.rows(), cfg.batch_size, rng);
     let mut hist = StepHistory {
-        disc_loss: Vec::with_capacity(cfg.iters),
-        eta_loss: Vec::with_capacity(cfg.iters),
+        disc_loss: Vec::with_capacity(super::history_capacity(cfg.iters)),
+        eta_loss: Vec::with_capacity(super::history_capacity(cfg.iters)),
         ..Default::default()
     };
     // A multiplier on both learning rates: 1 -> lr_final_fraction over the stage.
@@ -543,6 +546,7 @@ fn validate_step(
     check_data("target", target, d)?;
     check_batch(cfg.batch_size, source.rows(), "source")?;
     check_batch(cfg.batch_size, target.rows(), "target")?;
+    super::check_iters(cfg.iters)?;
     if dirs.shape() != (source.rows(), d) {
         return Err(Error::shape(
             "directions",

@@ -23,6 +23,8 @@ use super::{EarlyStop, Monitor, check_batch, check_data, report};
 
 /// Rows per parallel block of a training batch: fixed, so results do not depend on threads.
 const TRAIN_BLOCK: usize = 128;
+/// The most g steps per outer iteration (CellOT takes 10).
+pub const MAX_INNER_ITERS: usize = 1000;
 /// Held-out cells per side scored by the MMD at each evaluation.
 pub const VALID_MMD_CELLS: usize = 1024;
 
@@ -284,11 +286,16 @@ fn validate(
     check_data("target", target, d)?;
     check_batch(cfg.batch_size, source.rows(), "source")?;
     check_batch(cfg.batch_size, target.rows(), "target")?;
+    super::check_iters(cfg.iters)?;
     if cfg.eval_every == 0 {
         return Err(Error::invalid("eval_every", "must be >= 1"));
     }
-    if cfg.inner_iters == 0 {
-        return Err(Error::invalid("inner_iters", "must be >= 1"));
+    // Ctrl-C and the callback are seen between outer iterations: bound the time between.
+    if cfg.inner_iters == 0 || cfg.inner_iters > MAX_INNER_ITERS {
+        return Err(Error::invalid(
+            "inner_iters",
+            format!("must be in [1, {MAX_INNER_ITERS}], got {}", cfg.inner_iters),
+        ));
     }
     if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         return Err(Error::invalid(
@@ -327,6 +334,7 @@ pub fn train(
 ) -> Result<W2History> {
     let d = g.in_dim();
     validate(cfg, source, target, d)?;
+    super::check_valid(valid, d)?;
     let (mut opt_f, mut opt_g) = (
         Adam::<f32>::new(f.n_params(), cfg.adam.clone())?,
         Adam::<f32>::new(g.n_params(), cfg.adam.clone())?,
@@ -334,8 +342,8 @@ pub fn train(
     let mut s_sampler = EpochSampler::new(source.rows(), cfg.batch_size, rng);
     let mut t_sampler = EpochSampler::new(target.rows(), cfg.batch_size, rng);
     let mut hist = W2History {
-        g_loss: Vec::with_capacity(cfg.iters),
-        f_loss: Vec::with_capacity(cfg.iters),
+        g_loss: Vec::with_capacity(super::history_capacity(cfg.iters)),
+        f_loss: Vec::with_capacity(super::history_capacity(cfg.iters)),
         ..Default::default()
     };
     let selecting = cfg.select_best || cfg.patience.is_some();
