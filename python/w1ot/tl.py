@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from w1ot._anndata import Representation, check_adata, labels
+from w1ot.screen import ModelCollection, fit_many
 
-__all__ = ["METHODS", "fit", "load", "predict"]
+__all__ = ["METHODS", "ModelCollection", "fit", "fit_many", "load", "predict"]
 
 #: Methods by name: the solvers and the baselines.
 METHODS = ("w1ot", "w2ot", "identity", "observed", "mean_shift")
