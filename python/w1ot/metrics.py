@@ -84,6 +84,27 @@ def _as_gammas(gammas) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # numba kernels
 # --------------------------------------------------------------------------------------------
+#
+# The kernels are cached on disk (``cache=True``): compiling them takes seconds, so without a
+# cache every new process paid that on its first ``mmd`` / ``energy_distance`` call. numba
+# stores the cache in ``$NUMBA_CACHE_DIR`` if set, else in the ``__pycache__`` next to this file
+# if writable, else in the user-wide cache directory (``~/.cache/numba``), so a read-only
+# install in site-packages still caches. The ``@intrinsic`` helpers below emit plain LLVM
+# instructions (bit casts, ``llvm.fma``) and no runtime addresses, so the functions using them
+# are cacheable. If no cache location is writable at all, numba refuses ``cache=True`` at
+# decoration time; ``_njit`` then falls back to compiling in memory.
+
+
+def _njit(**options):
+    """``numba.njit(cache=True, **options)``, or without the cache if no cache dir is writable."""
+
+    def decorate(func):
+        try:
+            return numba.njit(cache=True, **options)(func)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(cache=False, **options)(func)
+
+    return decorate
 
 
 @intrinsic
@@ -119,7 +140,7 @@ _LN2_LO = 1.9082149292705877e-10
 _EXP_MIN_ARG = -708.0  # exp(-708) ~ 3.3e-308, the smallest normal range we handle
 
 
-@numba.njit(fastmath=False, cache=False, inline="always")
+@_njit(fastmath=False, inline="always")
 def _exp_nonpos(x):
     """exp(x) for x <= 0 with ~2 ulp relative error; returns 0 for x < -708.
 
@@ -158,7 +179,7 @@ _KIND_RBF = 0
 _KIND_EUCLID = 1
 
 
-@numba.njit(fastmath=False, cache=False)
+@_njit(fastmath=False)
 def _row_sum(xi, yT, j_start, neg_gammas, kind, d2buf, accbuf):
     """Sum over j >= j_start of sum_q exp(neg_gammas[q] ||xi - y_j||^2) (kind 0) or of
     ||xi - y_j|| (kind 1). ``yT`` is y transposed (features x cells), tiles of _BLOCK cells."""
@@ -191,7 +212,7 @@ def _row_sum(xi, yT, j_start, neg_gammas, kind, d2buf, accbuf):
     return total
 
 
-@numba.njit(parallel=True, fastmath=False, cache=False)
+@_njit(parallel=True, fastmath=False)
 def _pair_sums(x, yT, neg_gammas, symmetric, kind):
     """Per-task partial sums of the pair kernel (see ``_row_sum``) in float64.
 
