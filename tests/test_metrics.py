@@ -324,3 +324,24 @@ def test_compute_metrics(rng):
     assert set(M.compute_metrics(pred, true, energy=False)) == {"r2", "l2", "mmd"}
     with pytest.raises(ValueError, match="pred and true"):
         M.compute_metrics(pred, true[:, :5])
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-60, 1e60, 1e100, 1e155, 1e300])
+def test_scale_equivariant_metrics_stay_exact_at_extreme_scales(scale):
+    """Finite inputs never give NaN, inf or 0 by overflow: the metrics are computed where
+    squares cannot overflow and scaled back (r2 is scale-free; the others have degree 1)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 1.0
+    for name, degree in (
+        ("energy_distance", 1),
+        ("l2_means", 1),
+        ("r2_means", 0),
+        ("paired_error", 1),
+        ("wasserstein1", 1),
+    ):
+        if name == "wasserstein1":
+            pytest.importorskip("ot")
+        f = getattr(M, name)
+        got, want = f(x * scale, y * scale), f(x, y) * scale**degree
+        assert np.isfinite(got) and got == pytest.approx(want, rel=1e-12), (name, got, want)
+    assert np.isfinite(M.mmd(x * scale, y * scale))

@@ -256,6 +256,17 @@ def _cross_sum(x: np.ndarray, y: np.ndarray, neg_gammas: np.ndarray, kind: int) 
 # --------------------------------------------------------------------------------------------
 
 
+def _scale(*arrays: np.ndarray) -> float:
+    """A power of two that brings the arrays' largest magnitude near 1 when it is so large
+    (or small) that squares would overflow (or underflow) float64; 1 otherwise. Powers of two
+    divide exactly, so scale-equivariant metrics computed on the scaled data and scaled back
+    are the metrics of the data."""
+    m = max(float(np.abs(a).max()) if a.size else 0.0 for a in arrays)
+    if m == 0.0 or 1e-50 < m < 1e50:
+        return 1.0
+    return 2.0 ** math.floor(math.log2(m))
+
+
 def r2_means(pred, true) -> float:
     """Squared Pearson correlation between the per-feature mean vectors.
 
@@ -276,8 +287,9 @@ def r2_means(pred, true) -> float:
     pred = _as_2d(pred, "pred")
     true = _as_2d(true, "true")
     _same_features(pred=pred, true=true)
-    mp = pred.mean(axis=0)
-    mt = true.mean(axis=0)
+    s = _scale(pred, true)  # r2 is scale-free
+    mp = (pred / s).mean(axis=0)
+    mt = (true / s).mean(axis=0)
     if np.ptp(mp) == 0 or np.ptp(mt) == 0:
         return float("nan")
     a = mp - mp.mean()
@@ -293,7 +305,8 @@ def l2_means(pred, true) -> float:
     pred = _as_2d(pred, "pred")
     true = _as_2d(true, "true")
     _same_features(pred=pred, true=true)
-    return float(np.linalg.norm(pred.mean(axis=0) - true.mean(axis=0)))
+    s = _scale(pred, true)
+    return s * float(np.linalg.norm((pred / s).mean(axis=0) - (true / s).mean(axis=0)))
 
 
 def paired_error(pred, truth) -> float:
@@ -320,7 +333,8 @@ def paired_error(pred, truth) -> float:
             f"pred and truth must have the same shape (paired cells), got {pred.shape} "
             f"and {truth.shape}"
         )
-    return float(np.linalg.norm(pred - truth, axis=1).mean())
+    s = _scale(pred, truth)
+    return s * float(np.linalg.norm((pred - truth) / s, axis=1).mean())
 
 
 def mmd(x, y, gammas=None) -> float:
@@ -383,12 +397,15 @@ def energy_distance(x, y) -> float:
     x = _as_2d(x, "x")
     y = _as_2d(y, "y")
     _same_features(x=x, y=y)
+    s = _scale(x, y)  # homogeneous of degree 1: computed where squares cannot overflow
+    if s != 1.0:
+        x, y = x / s, y / s
     none = np.zeros(0)
     n, m = x.shape[0], y.shape[0]
     exx = _self_sum(x, none, _KIND_EUCLID) / (n * n)
     eyy = _self_sum(y, none, _KIND_EUCLID) / (m * m)
     exy = _cross_sum(x, y, none, _KIND_EUCLID) / (n * m)
-    return max(2.0 * exy - exx - eyy, 0.0)
+    return s * max(2.0 * exy - exx - eyy, 0.0)
 
 
 def _as_weights(w, n: int, name: str) -> np.ndarray:
@@ -442,8 +459,9 @@ def wasserstein1(x, y, a=None, b=None, num_itermax: int = 10_000_000) -> float:
     _same_features(x=x, y=y)
     a = _as_weights(a, x.shape[0], "a")
     b = _as_weights(b, y.shape[0], "b")
-    cost = np.ascontiguousarray(cdist(x, y, metric="euclidean"))
-    return float(ot.emd2(a, b, cost, numItermax=int(num_itermax)))
+    s = _scale(x, y)  # homogeneous of degree 1, like energy_distance
+    cost = np.ascontiguousarray(cdist(x / s, y / s, metric="euclidean"))
+    return s * float(ot.emd2(a, b, cost, numItermax=int(num_itermax)))
 
 
 def logfc_error(source, pred, true, *, log_scale=True, eps=1e-8, return_vectors=False):
