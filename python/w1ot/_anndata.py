@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from w1ot.preprocessing import _is_sparse
+
 __all__ = ["Representation", "check_adata", "labels", "looks_like_counts"]
 
 
@@ -34,10 +36,6 @@ def labels(adata, key: str, what: str = "condition_key") -> np.ndarray:
             f"{what}={key!r} is not a column of adata.obs (columns: {', '.join(cols) or 'none'})"
         )
     return adata.obs[key].to_numpy(dtype=object)
-
-
-def _is_sparse(X) -> bool:
-    return hasattr(X, "tocsr") and callable(X.tocsr)
 
 
 def looks_like_counts(values: np.ndarray) -> bool:

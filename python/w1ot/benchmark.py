@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from w1ot.baselines import Identity, MeanShift, Observed
-from w1ot.preprocessing import highly_variable_genes, normalize_log1p
+from w1ot.preprocessing import _is_sparse, highly_variable_genes, normalize_log1p
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -267,10 +267,6 @@ def _resolve_methods(methods, solver_kwargs) -> list[tuple[str, Callable[[int], 
 # --------------------------------------------------------------------------------------------
 # data access
 # --------------------------------------------------------------------------------------------
-
-
-def _is_sparse(X) -> bool:
-    return hasattr(X, "tocsr") and callable(X.tocsr)
 
 
 class _Data:
