@@ -14,9 +14,8 @@ transposed, unaligned, byte-swapped, read-only views, nested lists, scipy.sparse
 its float32 C-contiguous copy bit for bit, and a refused one an error naming the argument.
 Options of both solvers, the baselines and the ``_core`` solver are generated the same way.
 
-Defects of the Rust binding that cannot be fixed from Python are pinned by the strict xfail
-tests at the end (they flip to XPASS, hence fail, once fixed); the generators keep clear of
-them, each exclusion said where it is made.
+Values the generators keep clear of (each exclusion said where it is made) have tests of
+their own at the end.
 """
 
 from __future__ import annotations
@@ -975,7 +974,7 @@ CORE_INT_ARGS |= {"eval_every", "patience", "n_threads"}
 CORE_FLOAT_ARGS = {"negative_slope", "lr", "lr_min", "eps", "weight_decay", "disc_lr"}
 CORE_FLOAT_ARGS |= {"min_rel_improvement", "label_smoothing", "instance_noise"}
 CORE_FLOAT_ARGS |= {"mean_shift_penalty", "lr_final_fraction"}
-# Names the core gives some arguments in its messages (reported; see the xfail below).
+# Names the core gives some arguments in its messages.
 CORE_ALIASES = {
     ("fit_step", "lr"): "step_lr",
     ("fit_step", "lr_final_fraction"): "step_lr_final_fraction",
@@ -987,8 +986,8 @@ I64 = (-(2**63), 2**63 - 1)
 
 
 def core_value_is_generated(call: str, arg: str, v) -> bool:
-    """Values the core property leaves to the xfail tests and the report: integers beyond 64
-    bits and beyond float range (OverflowError), iteration counts the core would allocate a
+    """Values the core property leaves to the tests below: integers beyond 64 bits and
+    beyond float range, iteration counts the core would allocate a
     history for up front (abort or panic), thread counts that take minutes to start."""
     seq = v if isinstance(v, (list, tuple, np.ndarray, range)) else [v]
     ints = [int(e) for e in seq if isinstance(e, (int, np.integer))]
@@ -1359,11 +1358,6 @@ def core_calls_with(arg_values: dict[str, Any]):
                 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="w1ot._core raises OverflowError (not ValueError) for integers beyond 64 bits, "
-    "and for integers beyond float range given as float arguments (PyO3 i64/f64 extraction)",
-)
 def test_core_integers_beyond_64_bits_or_float_range_are_value_errors():
     values = {a: 2**64 for a in CORE_INT_ARGS} | {a: 2**1100 for a in CORE_FLOAT_ARGS}
     numpy_values = {a: np.uint64(2**64 - 1) for a in CORE_INT_ARGS}

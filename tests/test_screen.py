@@ -355,6 +355,21 @@ def test_dask_cluster_gives_the_local_models(sequential):
             **OPTS,
         )
         assert_same_models(sequential, one, control_cells(small), names=["B"])
+        # Screens of the same cells back to back: with hashed scatter keys the scheduler was
+        # still releasing the last screen's copy and cancelled these tasks (19 of 20 runs).
+        quick = {**OPTS, "potential_iters": 20, "step_iters": 20}
+        for _ in range(3):
+            again = w1ot.tl.fit_many(
+                small,
+                condition_key=KEY,
+                control=CTRL,
+                perturbations=["A"],
+                backend=client,
+                progress=False,
+                on_error="ignore",
+                **quick,
+            )
+            assert not again.failures, again.failures
 
 
 def test_dask_missing_says_how_to_install(adata, monkeypatch):

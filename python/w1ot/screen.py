@@ -581,7 +581,10 @@ def _dask_client(backend):
 def _run_dask(tasks, source, targets: Targets, method, options, fitted_on, client):
     from distributed import as_completed
 
-    control = client.scatter(source)  # once: each worker fetches it once, then keeps it
+    # Once: each worker fetches it once, then keeps it. Unhashed keys: a hashed key equals the
+    # one an earlier screen of the same cells scattered, and the scheduler may still be
+    # releasing that one, which cancels this screen's tasks ("lost dependencies").
+    control = client.scatter(source, hash=False)
     pending = iter(tasks)
     running = as_completed()
     by_key: dict[str, _Task] = {}
@@ -596,7 +599,7 @@ def _run_dask(tasks, source, targets: Targets, method, options, fitted_on, clien
             return False
         name = task.perturbation
         if name not in shipped:
-            shipped[name] = client.scatter(targets(task))
+            shipped[name] = client.scatter(targets(task), hash=False)
         fut = client.submit(
             _fit_task, task, control, shipped[name], method, options, fitted_on, pure=False
         )

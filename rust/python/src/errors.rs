@@ -1,6 +1,8 @@
 //! Core errors to Python exceptions, and the guard that keeps Rust panics out of Python.
 
-use pyo3::exceptions::{PyFloatingPointError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFloatingPointError, PyKeyboardInterrupt, PyOverflowError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use w1ot_core::Error;
 
@@ -73,4 +75,23 @@ pub fn internal_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
     PyRuntimeError::new_err(format!("w1ot internal error (please report): {what}"))
+}
+
+/// Extracts a numeric argument (`#[pyo3(from_py_with = number)]`). PyO3 raises OverflowError
+/// for an int beyond 64 bits or beyond float range, which is neither the ValueError nor the
+/// TypeError the rest of the API raises for a bad value; PyO3 notes the argument's name.
+pub fn number<'py, T>(obj: &Bound<'py, PyAny>) -> PyResult<T>
+where
+    T: for<'a> FromPyObject<'a, 'py>,
+    for<'a> <T as FromPyObject<'a, 'py>>::Error: Into<PyErr>,
+{
+    obj.extract::<T>().map_err(|e| {
+        let e: PyErr = e.into();
+        let py = obj.py();
+        if e.is_instance_of::<PyOverflowError>(py) {
+            PyValueError::new_err(format!("out of range: {}", e.value(py)))
+        } else {
+            e
+        }
+    })
 }

@@ -12,7 +12,7 @@ use w1ot_core::optim::{Adam, AdamConfig, CosineSchedule};
 use w1ot_core::rng::Rng;
 
 use crate::arrays::{matrix_arg, on_cells, to_numpy1, to_numpy2, vector_arg, view};
-use crate::errors::{IntoPyResult, count_arg, detached};
+use crate::errors::{IntoPyResult, count_arg, detached, number};
 
 /// Largest parameter count of a network or optimiser (2^31 float32 values, 8 GiB). Larger
 /// requests are mistakes that would otherwise overflow the size arithmetic (a silently
@@ -108,12 +108,12 @@ impl PyPotential {
     #[new]
     #[pyo3(signature = (in_dim, hidden = vec![64, 64, 64, 64], *, group_size = 16, orthogonal = "cayley", bjorck_iters = 20, seed = 0))]
     fn new(
-        in_dim: i64,
-        hidden: Vec<i64>,
-        group_size: i64,
+        #[pyo3(from_py_with = number)] in_dim: i64,
+        #[pyo3(from_py_with = number)] hidden: Vec<i64>,
+        #[pyo3(from_py_with = number)] group_size: i64,
         orthogonal: &str,
-        bjorck_iters: i64,
-        seed: i64,
+        #[pyo3(from_py_with = number)] bjorck_iters: i64,
+        #[pyo3(from_py_with = number)] seed: i64,
     ) -> PyResult<Self> {
         let kind = ortho_kind(orthogonal, bjorck_iters)?;
         let in_dim = count_arg(in_dim, "in_dim", 1)?;
@@ -245,11 +245,11 @@ impl PyMlp {
     #[new]
     #[pyo3(signature = (dims, *, hidden_activation = "leaky_relu", negative_slope = 0.01, output_activation = "identity", seed = 0))]
     fn new(
-        dims: Vec<i64>,
+        #[pyo3(from_py_with = number)] dims: Vec<i64>,
         hidden_activation: &str,
-        negative_slope: f64,
+        #[pyo3(from_py_with = number)] negative_slope: f64,
         output_activation: &str,
-        seed: i64,
+        #[pyo3(from_py_with = number)] seed: i64,
     ) -> PyResult<Self> {
         let dims = widths(dims, "dims")?;
         if dims.len() < 2 {
@@ -343,7 +343,12 @@ pub struct PyAdam {
 impl PyAdam {
     #[new]
     #[pyo3(signature = (n_params, *, betas = (0.9, 0.999), eps = 1e-8, weight_decay = 0.0))]
-    fn new(n_params: i64, betas: (f64, f64), eps: f64, weight_decay: f64) -> PyResult<Self> {
+    fn new(
+        #[pyo3(from_py_with = number)] n_params: i64,
+        #[pyo3(from_py_with = number)] betas: (f64, f64),
+        #[pyo3(from_py_with = number)] eps: f64,
+        #[pyo3(from_py_with = number)] weight_decay: f64,
+    ) -> PyResult<Self> {
         let config = AdamConfig {
             beta1: betas.0,
             beta2: betas.1,
@@ -365,7 +370,7 @@ impl PyAdam {
         &mut self,
         params: &Bound<'_, PyAny>,
         grads: &Bound<'_, PyAny>,
-        lr: f64,
+        #[pyo3(from_py_with = number)] lr: f64,
     ) -> PyResult<()> {
         let arr = params.cast::<PyArray1<f32>>().map_err(|_| {
             PyTypeError::new_err(
@@ -418,7 +423,12 @@ impl PyAdam {
 
 /// Learning rate at step k of a cosine annealing from lr_max to lr_min over `total` steps.
 #[pyfunction]
-pub fn cosine_lr(step: i64, total: i64, lr_max: f64, lr_min: f64) -> PyResult<f64> {
+pub fn cosine_lr(
+    #[pyo3(from_py_with = number)] step: i64,
+    #[pyo3(from_py_with = number)] total: i64,
+    #[pyo3(from_py_with = number)] lr_max: f64,
+    #[pyo3(from_py_with = number)] lr_min: f64,
+) -> PyResult<f64> {
     // Checked here too so that the messages name this function's arguments (the core's
     // schedule calls its maximum "lr").
     if !(lr_max > 0.0 && lr_max.is_finite()) {
@@ -442,7 +452,7 @@ pub fn cosine_lr(step: i64, total: i64, lr_max: f64, lr_min: f64) -> PyResult<f6
 pub fn group_sort<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
-    group_size: i64,
+    #[pyo3(from_py_with = number)] group_size: i64,
 ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<u32>>)> {
     let x = matrix_arg(x, "x", None)?;
     let (n, w) = (x.shape()[0], x.shape()[1]);
@@ -519,7 +529,7 @@ pub fn cayley<'py>(py: Python<'py>, m: &Bound<'py, PyAny>) -> PyResult<Bound<'py
 pub fn bjorck<'py>(
     py: Python<'py>,
     m: &Bound<'py, PyAny>,
-    iters: Option<i64>,
+    #[pyo3(from_py_with = number)] iters: Option<i64>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     if let Some(i) = iters.filter(|&i| i > MAX_BJORCK_ITERS) {
         return Err(PyValueError::new_err(format!(

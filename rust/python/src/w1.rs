@@ -12,7 +12,7 @@ use w1ot_core::solvers::w1::{self, PotentialConfig, StepConfig, StepLoss, StepVa
 use crate::arrays::{
     f32_dict, history, matrix_arg, on_cells, state_entry, to_numpy1, to_numpy2, valid_pair, view,
 };
-use crate::errors::{IntoPyResult, count_arg, positive_f64};
+use crate::errors::{IntoPyResult, count_arg, number, positive_f64};
 use crate::nn::{adam_config, checked_param_count, ortho_kind, seed_arg, widths};
 use crate::training;
 
@@ -35,14 +35,14 @@ impl PyW1 {
     #[pyo3(signature = (dim, *, hidden = vec![64, 64, 64, 64], group_size = 16, orthogonal = "cayley", bjorck_iters = 20, step_hidden = vec![64, 64, 64, 64], negative_slope = 0.01, seed = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        dim: i64,
-        hidden: Vec<i64>,
-        group_size: i64,
+        #[pyo3(from_py_with = number)] dim: i64,
+        #[pyo3(from_py_with = number)] hidden: Vec<i64>,
+        #[pyo3(from_py_with = number)] group_size: i64,
         orthogonal: &str,
-        bjorck_iters: i64,
-        step_hidden: Vec<i64>,
-        negative_slope: f64,
-        seed: i64,
+        #[pyo3(from_py_with = number)] bjorck_iters: i64,
+        #[pyo3(from_py_with = number)] step_hidden: Vec<i64>,
+        #[pyo3(from_py_with = number)] negative_slope: f64,
+        #[pyo3(from_py_with = number)] seed: i64,
     ) -> PyResult<Self> {
         let dim = count_arg(dim, "dim", 1)?;
         let seed = seed_arg(seed)?;
@@ -99,17 +99,17 @@ impl PyW1 {
         target: &Bound<'py, PyAny>,
         valid_source: Option<&Bound<'py, PyAny>>,
         valid_target: Option<&Bound<'py, PyAny>>,
-        iters: i64,
-        batch_size: i64,
-        lr: f64,
-        lr_min: f64,
-        betas: (f64, f64),
-        eps: f64,
-        weight_decay: f64,
-        eval_every: i64,
-        patience: Option<i64>,
-        min_rel_improvement: f64,
-        n_threads: i64,
+        #[pyo3(from_py_with = number)] iters: i64,
+        #[pyo3(from_py_with = number)] batch_size: i64,
+        #[pyo3(from_py_with = number)] lr: f64,
+        #[pyo3(from_py_with = number)] lr_min: f64,
+        #[pyo3(from_py_with = number)] betas: (f64, f64),
+        #[pyo3(from_py_with = number)] eps: f64,
+        #[pyo3(from_py_with = number)] weight_decay: f64,
+        #[pyo3(from_py_with = number)] eval_every: i64,
+        #[pyo3(from_py_with = number)] patience: Option<i64>,
+        #[pyo3(from_py_with = number)] min_rel_improvement: f64,
+        #[pyo3(from_py_with = number)] n_threads: i64,
         callback: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = self.pot.in_dim();
@@ -158,24 +158,24 @@ impl PyW1 {
         target: &Bound<'py, PyAny>,
         valid_source: Option<&Bound<'py, PyAny>>,
         valid_target: Option<&Bound<'py, PyAny>>,
-        iters: i64,
-        batch_size: i64,
-        lr: f64,
-        disc_lr: f64,
-        betas: (f64, f64),
-        eps: f64,
-        weight_decay: f64,
+        #[pyo3(from_py_with = number)] iters: i64,
+        #[pyo3(from_py_with = number)] batch_size: i64,
+        #[pyo3(from_py_with = number)] lr: f64,
+        #[pyo3(from_py_with = number)] disc_lr: f64,
+        #[pyo3(from_py_with = number)] betas: (f64, f64),
+        #[pyo3(from_py_with = number)] eps: f64,
+        #[pyo3(from_py_with = number)] weight_decay: f64,
         positive: bool,
-        eval_every: i64,
-        patience: Option<i64>,
-        min_rel_improvement: f64,
+        #[pyo3(from_py_with = number)] eval_every: i64,
+        #[pyo3(from_py_with = number)] patience: Option<i64>,
+        #[pyo3(from_py_with = number)] min_rel_improvement: f64,
         loss: &str,
-        label_smoothing: f64,
-        instance_noise: f64,
-        mean_shift_penalty: f64,
-        mmd_gammas: Option<Vec<f64>>,
-        lr_final_fraction: f64,
-        n_threads: i64,
+        #[pyo3(from_py_with = number)] label_smoothing: f64,
+        #[pyo3(from_py_with = number)] instance_noise: f64,
+        #[pyo3(from_py_with = number)] mean_shift_penalty: f64,
+        #[pyo3(from_py_with = number)] mmd_gammas: Option<Vec<f64>>,
+        #[pyo3(from_py_with = number)] lr_final_fraction: f64,
+        #[pyo3(from_py_with = number)] n_threads: i64,
         callback: Option<Py<PyAny>>,
         reinit: bool,
     ) -> PyResult<Bound<'py, PyDict>> {

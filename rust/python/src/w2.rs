@@ -11,7 +11,7 @@ use w1ot_core::solvers::w2::{self, W2Config};
 use crate::arrays::{
     f32_dict, history, matrix_arg, on_cells, state_entry, to_numpy1, to_numpy2, valid_pair, view,
 };
-use crate::errors::{IntoPyResult, count_arg, detached, positive_f64};
+use crate::errors::{IntoPyResult, count_arg, detached, number, positive_f64};
 use crate::nn::{MAX_PARAMS, adam_config, seed_arg, widths};
 use crate::training;
 
@@ -57,12 +57,12 @@ impl PyW2 {
     #[new]
     #[pyo3(signature = (dim, *, hidden = vec![64, 64, 64, 64], negative_slope = 0.2, init = "uniform", init_scale = 0.1, seed = 0))]
     fn new(
-        dim: i64,
-        hidden: Vec<i64>,
-        negative_slope: f64,
+        #[pyo3(from_py_with = number)] dim: i64,
+        #[pyo3(from_py_with = number)] hidden: Vec<i64>,
+        #[pyo3(from_py_with = number)] negative_slope: f64,
         init: &str,
-        init_scale: f64,
-        seed: i64,
+        #[pyo3(from_py_with = number)] init_scale: f64,
+        #[pyo3(from_py_with = number)] seed: i64,
     ) -> PyResult<Self> {
         let dim = count_arg(dim, "dim", 1)?;
         let hidden = widths(hidden, "hidden")?;
@@ -96,19 +96,19 @@ impl PyW2 {
         target: &Bound<'py, PyAny>,
         valid_source: Option<&Bound<'py, PyAny>>,
         valid_target: Option<&Bound<'py, PyAny>>,
-        iters: i64,
-        inner_iters: i64,
-        batch_size: i64,
-        lr: f64,
-        betas: (f64, f64),
-        eps: f64,
-        penalty: f64,
-        eval_every: i64,
+        #[pyo3(from_py_with = number)] iters: i64,
+        #[pyo3(from_py_with = number)] inner_iters: i64,
+        #[pyo3(from_py_with = number)] batch_size: i64,
+        #[pyo3(from_py_with = number)] lr: f64,
+        #[pyo3(from_py_with = number)] betas: (f64, f64),
+        #[pyo3(from_py_with = number)] eps: f64,
+        #[pyo3(from_py_with = number)] penalty: f64,
+        #[pyo3(from_py_with = number)] eval_every: i64,
         select_best: bool,
-        patience: Option<i64>,
-        min_rel_improvement: f64,
-        mmd_gammas: Option<Vec<f64>>,
-        n_threads: i64,
+        #[pyo3(from_py_with = number)] patience: Option<i64>,
+        #[pyo3(from_py_with = number)] min_rel_improvement: f64,
+        #[pyo3(from_py_with = number)] mmd_gammas: Option<Vec<f64>>,
+        #[pyo3(from_py_with = number)] n_threads: i64,
         callback: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = self.g.in_dim();
@@ -221,10 +221,10 @@ impl PyW2 {
 #[pyo3(signature = (stage, dim, *, hidden = vec![64, 64, 64, 64], batch_size = 256, inner_iters = 10))]
 pub fn iteration_flops(
     stage: &str,
-    dim: i64,
-    hidden: Vec<i64>,
-    batch_size: i64,
-    inner_iters: i64,
+    #[pyo3(from_py_with = number)] dim: i64,
+    #[pyo3(from_py_with = number)] hidden: Vec<i64>,
+    #[pyo3(from_py_with = number)] batch_size: i64,
+    #[pyo3(from_py_with = number)] inner_iters: i64,
 ) -> PyResult<u64> {
     use w1ot_core::solvers::w1::{StepLoss, potential_iteration_flops, step_iteration_flops};
     let d = count_arg(dim, "dim", 1)?;
