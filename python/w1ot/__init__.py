@@ -21,6 +21,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
 _LAZY = {
+    "Autoencoder": "w1ot.solvers",
     "W1OT": "w1ot.solvers",
     "W2OT": "w1ot.solvers",
     "Progress": "w1ot.solvers",
@@ -44,6 +45,7 @@ _SUBMODULES = {
 __all__ = [
     "W1OT",
     "W2OT",
+    "Autoencoder",
     "ModelFileError",
     "Progress",
     "TrainingError",
@@ -53,7 +55,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from w1ot.io import ModelFileError
-    from w1ot.solvers import W1OT, W2OT, Progress, TrainingError, TrainingWarning
+    from w1ot.solvers import W1OT, W2OT, Autoencoder, Progress, TrainingError, TrainingWarning
 
 
 def __getattr__(name: str):

@@ -373,6 +373,67 @@ class W2Core:
     def set_state(self, state: dict[str, ArrayLike]) -> None:
         """Restores parameters from :meth:`get_state` (lengths must match)."""
 
+@final
+class AutoencoderCore:
+    """The latent mode's autoencoder (float32): encoder MLP ``dim -> hidden... -> latent``
+    (ReLU, linear latent) and the mirror-image decoder with a ReLU output. ``fit`` minimises
+    the mean squared reconstruction error by Adam; it releases the GIL, calls
+    ``callback(stage, iteration, total, loss, valid)`` every few iterations (returning
+    ``False`` stops with KeyboardInterrupt, as Ctrl-C does) and leaves the state unchanged on
+    any error. The result does not depend on ``n_threads``. :class:`w1ot.Autoencoder` is the
+    user-facing model built on this.
+    """
+
+    def __new__(
+        cls, dim: int, *, hidden: Sequence[int] = ..., latent: int = 50, seed: int = 0
+    ) -> AutoencoderCore: ...
+    @property
+    def dim(self) -> int:
+        """Number of features."""
+    @property
+    def latent(self) -> int:
+        """Latent dimensions."""
+    @property
+    def hidden(self) -> list[int]:
+        """The encoder's hidden widths (the decoder mirrors them)."""
+    @property
+    def n_params(self) -> int:
+        """Parameters of encoder and decoder."""
+    def fit(
+        self,
+        cells: ArrayLike,
+        valid: ArrayLike | None = None,
+        *,
+        iters: int = 20000,
+        batch_size: int = 256,
+        lr: float = 0.001,
+        betas: tuple[float, float] = ...,
+        eps: float = 1e-08,
+        weight_decay: float = 1e-05,
+        eval_every: int = 250,
+        patience: int | None = ...,
+        min_rel_improvement: float = 0.001,
+        n_threads: int = 0,
+        callback: Callable[[str, int, int, float, float | None], bool | None] | None = None,
+    ) -> dict[str, NDArray[np.float32] | NDArray[np.int64] | int]:
+        """Trains; returns the history: ``loss`` per iteration, held-out ``valid_loss`` at
+        ``eval_iters`` and ``best_iter`` (the parameters kept: the lowest held-out error)."""
+    def encode(self, x: ArrayLike) -> _Float32Array:
+        """Latent codes per row."""
+    def decode(self, z: ArrayLike) -> _Float32Array:
+        """Decoded cells per latent row."""
+    def reconstruction_error(self, x: ArrayLike) -> float:
+        """Mean squared reconstruction error over every entry."""
+    def get_state(self) -> dict[str, _Float32Array]:
+        """Flat parameters: ``encoder``, ``decoder``."""
+    def set_state(self, state: dict[str, ArrayLike]) -> None:
+        """Restores parameters from :meth:`get_state` (lengths must match)."""
+
+def autoencoder_iteration_flops(
+    dim: int, *, hidden: Sequence[int] = ..., latent: int = 50, batch_size: int = 256
+) -> int:
+    """Floating-point operations of one autoencoder training iteration (2 per multiply-add)."""
+
 def iteration_flops(
     stage: Literal["w1_potential", "w1_step_gan", "w1_step_energy", "w2"],
     dim: int,

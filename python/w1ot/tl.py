@@ -240,13 +240,13 @@ def _with_columns(M, cols: np.ndarray, values: np.ndarray):
 
 
 def load(path: str | os.PathLike):
-    """Loads any model file written by ``model.save`` (a solver or a baseline), with what
-    :func:`fit` recorded, ready for :func:`predict`."""
+    """Loads any model file written by ``model.save`` (a solver, a baseline or an
+    autoencoder), with what :func:`fit` recorded, ready for :func:`predict`."""
     from w1ot.baselines import BASELINES
     from w1ot.io import ModelFileError, read_class
-    from w1ot.solvers import W1OT, W2OT
+    from w1ot.solvers import W1OT, W2OT, Autoencoder
 
-    classes = {c.__name__: c for c in (W1OT, W2OT, *BASELINES.values())}
+    classes = {c.__name__: c for c in (W1OT, W2OT, Autoencoder, *BASELINES.values())}
     name = read_class(path)
     if name not in classes:
         raise ModelFileError(f"{os.fspath(path)!r} holds an unknown model class {name!r}")

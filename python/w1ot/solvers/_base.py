@@ -469,7 +469,11 @@ class Solver:
 class ProgressReporter:
     """Adapts the core's progress calls to tqdm bars and the user's callback."""
 
-    LABELS: ClassVar[dict[str, str]] = {"potential": "W1 (held out)", "w2": "W2 (held out)"}
+    LABELS: ClassVar[dict[str, str]] = {
+        "potential": "W1 (held out)",
+        "w2": "W2 (held out)",
+        "autoencoder": "held-out MSE",
+    }
 
     def __init__(self, show: bool, callback: Callable[[Progress], Any] | None) -> None:
         if callback is not None and not callable(callback):

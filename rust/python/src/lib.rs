@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod arrays;
+mod autoencoder;
 mod errors;
 mod nn;
 mod training;
@@ -22,6 +23,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<nn::PyAdam>()?;
     m.add_class::<w1::PyW1>()?;
     m.add_class::<w2::PyW2>()?;
+    m.add_class::<autoencoder::PyAutoencoder>()?;
+    m.add_function(wrap_pyfunction!(
+        autoencoder::autoencoder_iteration_flops,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(w2::iteration_flops, m)?)?;
     m.add_function(wrap_pyfunction!(nn::cosine_lr, m)?)?;
     m.add_function(wrap_pyfunction!(nn::group_sort, m)?)?;

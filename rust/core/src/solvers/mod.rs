@@ -1,6 +1,7 @@
 //! Training loops. They report through a [`Monitor`] so a caller (the Python binding) can
 //! show progress and stop a fit between iterations.
 
+pub mod autoencoder;
 pub mod w1;
 pub mod w2;
 
