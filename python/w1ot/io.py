@@ -38,7 +38,17 @@ _CHECKSUM = "checksum"
 MAX_FEATURES = 2**31 - 1
 # Metadata entries and the ones every file has.
 _META_KEYS = frozenset(
-    {"format", "version", "class", "config", "n_features", "fit_time", "fitted_on", _CHECKSUM}
+    {
+        "format",
+        "version",
+        "class",
+        "config",
+        "n_features",
+        "fit_time",
+        "fitted_on",
+        "autoencoder",
+        _CHECKSUM,
+    }
 )
 _REQUIRED = ("config", "n_features")
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from w1ot import _core
+from w1ot import latent as latent_space
 from w1ot._validation import as_cells
 from w1ot.io import ModelFileError, invalid, load_model, save_model
 from w1ot.projection import PCA, resolve_components
@@ -173,11 +174,14 @@ class Solver:
     valid_fraction: float
     batch_size: int
     n_components: int | str | None
+    latent: Any
     seed: int
+    n_threads: int
 
     def _init_state(self) -> None:
         self._core: Any = None
         self._pca: PCA | None = None
+        self._autoencoder: Any = None  # the fitted w1ot.Autoencoder of latent mode
         self._n_features = 0
         self.history: dict[str, np.ndarray] = {}
         self.fit_time_: dict[str, float] = {}
@@ -208,9 +212,19 @@ class Solver:
 
     @property
     def latent_dim(self) -> int | None:
-        """Principal components the transport was learned in (``None``: the feature space)."""
+        """Dimensions of the space the transport was learned in: principal components or
+        the autoencoder's latent space (``None``: the feature space)."""
         self._check_fitted()
+        if self._autoencoder is not None:
+            return self._autoencoder.latent
         return None if self._pca is None else self._pca.n_components
+
+    @property
+    def autoencoder(self) -> Any:
+        """The fitted :class:`~w1ot.Autoencoder` whose latent space the transport was learned
+        in, or ``None``."""
+        self._check_fitted()
+        return self._autoencoder
 
     @property
     def pca(self) -> PCA | None:
@@ -230,10 +244,10 @@ class Solver:
         valid, train = np.sort(perm[:n_valid]), np.sort(perm[n_valid:])
         return x[train], x[valid]
 
-    def _prepare(self, source, target) -> tuple[np.ndarray, np.ndarray, tuple, PCA | None, int]:
+    def _prepare(self, source, target) -> tuple[np.ndarray, np.ndarray, tuple, Any, int]:
         """Validated training and held-out cells in the space the core works in:
-        (source_train, target_train, (valid_source, valid_target) or (None, None), pca,
-        n_features)."""
+        (source_train, target_train, (valid_source, valid_target) or (None, None), the latent
+        space (a PCA, a fitted Autoencoder or None), n_features)."""
         src = as_cells(source, "source", dtype=np.float32)
         tgt = as_cells(target, "target", dtype=np.float32, n_features=src.shape[1])
         rng = np.random.default_rng(self.seed)
@@ -251,13 +265,37 @@ class Solver:
             if src_valid is not None and tgt_valid is not None
             else (None, None)
         )
-        k = resolve_components(self.n_components, src.shape[1], self.hidden[0])
-        pca = None
-        if k is not None:
-            pca = PCA.fit(np.vstack([src_train, tgt_train]), k, seed=self.seed)
-            src_train, tgt_train = pca.encode(src_train), pca.encode(tgt_train)
-            valid = tuple(None if v is None else pca.encode(v) for v in valid)
-        return src_train, tgt_train, valid, pca, src.shape[1]
+        d = src.shape[1]
+        kind, k = latent_space.resolve(self.latent, self.n_components, d, self.hidden[0])
+        space: Any = None
+        if kind == "pca":
+            space = PCA.fit(np.vstack([src_train, tgt_train]), k, seed=self.seed)
+        elif kind == "autoencoder":
+            space = self._fitted_autoencoder(src_train, tgt_train)
+        if space is not None:
+            src_train, tgt_train = space.encode(src_train), space.encode(tgt_train)
+            valid = tuple(None if v is None else space.encode(v) for v in valid)
+        return src_train, tgt_train, valid, space, d
+
+    def _fitted_autoencoder(self, src_train: np.ndarray, tgt_train: np.ndarray) -> Any:
+        """The latent option's autoencoder: a fitted one as it is (its feature count
+        checked), else fitted here on the pooled training cells (a copy of an unfitted one,
+        so that the option is left as given)."""
+        from w1ot.solvers.autoencoder import Autoencoder
+
+        ae = self.latent
+        if isinstance(ae, Autoencoder) and ae.is_fitted:
+            if ae.n_features != src_train.shape[1]:
+                raise ValueError(
+                    f"latent: the autoencoder was fitted on {ae.n_features} features, the "
+                    f"cells have {src_train.shape[1]}"
+                )
+            return ae
+        if isinstance(ae, Autoencoder):
+            ae = Autoencoder(**ae.get_params())
+        else:
+            ae = Autoencoder(seed=self.seed, n_threads=self.n_threads)
+        return ae.fit(src_train, tgt_train)
 
     def _new_core(self, dim: int) -> Any:
         return getattr(_core, self._CORE)(
@@ -265,10 +303,14 @@ class Solver:
         )
 
     def _set_fitted(
-        self, core: Any, pca: PCA | None, n_features: int, history: dict, times: dict
+        self, core: Any, space: Any, n_features: int, history: dict, times: dict
     ) -> None:
+        pca = space if isinstance(space, PCA) else None
+        ae = None if space is None or pca is not None else space
+        if ae is not None and ae is not self.latent:
+            times = {"autoencoder": ae.fit_time_.get("autoencoder", 0.0), **times}
         self._core, self.history, self.fit_time_ = core, history, times
-        self._pca, self._n_features = pca, n_features
+        self._pca, self._autoencoder, self._n_features = pca, ae, n_features
         self.fitted_on_ = None  # a refit on arrays forgets the AnnData of a previous fit
 
     # -- inference -----------------------------------------------------------------------
@@ -286,9 +328,18 @@ class Solver:
     def _latent(self, x, name: str = "x") -> np.ndarray:
         """Validated cells in the space the core works in."""
         x = self._cells(x, name)
-        return x if self._pca is None else self._pca.encode(x)
+        space = self._autoencoder if self._autoencoder is not None else self._pca
+        return x if space is None else space.encode(x)
 
     def _lifted(self, v: np.ndarray) -> np.ndarray:
+        """Latent vectors (gradients, directions) in feature space: through the components;
+        an autoencoder's latent space has no linear way back."""
+        if self._autoencoder is not None:
+            raise NotImplementedError(
+                "this model transports in an autoencoder's latent space, where gradients and "
+                "directions have no feature-space counterpart (fit with latent='pca' or None "
+                "for them)"
+            )
         return v if self._pca is None else self._pca.lift(v).astype(np.float32)
 
     def _fitted_core(self) -> Any:
@@ -299,7 +350,10 @@ class Solver:
         """Cells moved by ``move`` (a map of the core's space); with components, the move
         happens inside their span and the rest of each cell is kept."""
         x = self._cells(x)
-        if self._pca is None:
+        if self._autoencoder is not None:
+            ae = self._autoencoder
+            out = ae.decode(move(ae.encode(x)))
+        elif self._pca is None:
             out = move(x)
         else:
             z = self._pca.encode(x)
@@ -318,12 +372,18 @@ class Solver:
         arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
         if self._pca is not None:
             arrays.update({"pca/mean": self._pca.mean, "pca/components": self._pca.components})
+        config = self.get_params()
         meta = {
             "class": type(self).__name__,
-            "config": self.get_params(),
+            "config": config,
             "n_features": self.n_features,
             "fit_time": self.fit_time_,
         }
+        if self._autoencoder is not None:
+            ae = self._autoencoder
+            config["latent"] = "autoencoder"
+            meta["autoencoder"] = {"config": ae.get_params(), "n_features": ae.n_features}
+            arrays.update({f"autoencoder/{k}": v for k, v in ae._core.get_state().items()})
         if self.fitted_on_ is not None:
             meta["fitted_on"] = self.fitted_on_
         save_model(path, meta, arrays)
@@ -334,7 +394,10 @@ class Solver:
         any file that is not one (every size is checked before anything is allocated)."""
         name = cls.__name__
         meta, arrays = load_model(
-            path, name, names=("pca/mean", "pca/components"), prefixes=("param/", "history/")
+            path,
+            name,
+            names=("pca/mean", "pca/components"),
+            prefixes=("param/", "history/", "autoencoder/"),
         )
 
         def bad(reason: str) -> ModelFileError:
@@ -342,15 +405,30 @@ class Solver:
 
         if meta["version"] >= 2 and "fit_time" not in meta:
             raise bad("its metadata lacks 'fit_time'")
+        config = meta["config"]
+        ae = cls._stored_autoencoder(meta, arrays, bad)
+        if ae is not None:
+            config = {**config, "latent": ae}
         try:
             # Files written before n_components existed hold full-space models.
-            model = cls(**{"n_components": None, **meta["config"]})
+            model = cls(**{"n_components": None, **config})
         except (TypeError, ValueError, OverflowError) as exc:
             raise bad(f"its configuration is refused ({exc})") from exc
         n_features = meta["n_features"]
         params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
         dim = model._stored_input_dim(params, bad)
-        pca = model._stored_projection(arrays, dim, n_features, bad)
+        space: Any
+        if ae is None:
+            space = model._stored_projection(arrays, dim, n_features, bad)
+        else:
+            if "pca/mean" in arrays or "pca/components" in arrays:
+                raise bad("it holds both an autoencoder and principal components")
+            if (dim, n_features) != (ae.latent, ae.n_features):
+                raise bad(
+                    f"its networks take {dim} inputs and {n_features} features, its "
+                    f"autoencoder {ae.latent} latent dimensions and {ae.n_features} features"
+                )
+            space = ae
         history = {}
         for k, v in arrays.items():
             if k.startswith("history/"):
@@ -362,9 +440,23 @@ class Solver:
             core.set_state(params)
         except ValueError as exc:
             raise bad(f"its parameters do not match the configuration ({exc})") from exc
-        model._set_fitted(core, pca, n_features, history, dict(meta.get("fit_time", {})))
+        model._set_fitted(core, space, n_features, history, dict(meta.get("fit_time", {})))
         model.fitted_on_ = meta.get("fitted_on")
         return model
+
+    @staticmethod
+    def _stored_autoencoder(meta: dict, arrays: dict, bad: Callable) -> Any:
+        """The autoencoder of a latent-mode model file (checked like its own file), or None;
+        a file either has all of it or none."""
+        from w1ot.solvers.autoencoder import Autoencoder
+
+        params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("autoencoder/")}
+        wants = meta["config"].get("latent") == "autoencoder"
+        if not wants and not params and "autoencoder" not in meta:
+            return None
+        if not (wants and params and isinstance(meta.get("autoencoder"), dict)):
+            raise bad("its latent setting, autoencoder metadata and arrays do not agree")
+        return Autoencoder._from_stored(meta["autoencoder"], params, {}, {}, bad)
 
     def _stored_input_dim(self, params: dict[str, np.ndarray], bad: Callable) -> int:
         """The networks' input dimension implied by stored parameter vectors, checked before
@@ -446,6 +538,7 @@ class Solver:
         if self._core is not None:
             state["params"] = {k: np.array(v) for k, v in self._core.get_state().items()}
             state["n_features"] = self._n_features
+            state["autoencoder"] = self._autoencoder
             state["pca"] = (
                 None if self._pca is None else (self._pca.mean.copy(), self._pca.components.copy())
             )
@@ -458,11 +551,19 @@ class Solver:
         its core from the stored parameters, as :meth:`load` does."""
         type(self).__init__(self, **state["config"])
         if "params" in state:
-            pca = None if state["pca"] is None else PCA(*state["pca"])
+            space = None if state["pca"] is None else PCA(*state["pca"])
+            space = state.get("autoencoder") or space
             n_features = int(state["n_features"])
-            core = self._new_core(n_features if pca is None else pca.n_components)
+            if space is None:
+                dim = n_features
+            else:
+                dim = space.n_components if isinstance(space, PCA) else space.latent
+            core = self._new_core(dim)
             core.set_state(state["params"])
-            self._set_fitted(core, pca, n_features, state["history"], state["fit_time"])
+            self._core, self.history, self.fit_time_ = core, state["history"], state["fit_time"]
+            self._n_features = n_features
+            self._pca = space if isinstance(space, PCA) else None
+            self._autoencoder = None if space is None or isinstance(space, PCA) else space
         self.fitted_on_ = state.get("fitted_on")
 
 

@@ -252,14 +252,28 @@ class Autoencoder:
 
         if "fit_time" not in meta:
             raise bad("its metadata lacks 'fit_time'")
+        params, history = {}, {}
+        for k, v in arrays.items():
+            group, name = k.split("/", 1)
+            (params if group == "param" else history)[name] = v
+        return cls._from_stored(meta, params, history, meta["fit_time"], bad)
+
+    @classmethod
+    def _from_stored(
+        cls, meta: dict, params: dict, history: dict, fit_time: dict, bad: Callable
+    ) -> Autoencoder:
+        """A fitted autoencoder from stored metadata (``config``, ``n_features``) and
+        parameter arrays, every size checked against the configuration before anything is
+        allocated (also for the autoencoder inside a solver's model file)."""
         try:
             model = cls(**meta["config"])
-        except (TypeError, ValueError) as exc:
-            raise bad(f"its configuration is refused ({exc})") from exc
-        d = meta["n_features"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"its autoencoder configuration is refused ({exc!r})") from exc
+        d = meta.get("n_features")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise bad(f"its autoencoder's n_features must be a positive integer, got {d!r}")
         enc = [d, *model.hidden, model.latent]
         expected = {"encoder": _param_count(enc), "decoder": _param_count(enc[::-1])}
-        params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
         if set(params) != set(expected):
             raise bad(f"its parameter arrays are {sorted(params)}, not {sorted(expected)}")
         for k, v in params.items():
@@ -270,16 +284,13 @@ class Autoencoder:
                 )
             if not np.isfinite(v).all():
                 raise bad(f"parameter array {k!r} holds NaN or infinite values")
-        history = {}
-        for k, v in arrays.items():
-            if k.startswith("history/"):
-                if v.ndim > 1:
-                    raise bad(f"history array {k!r} is not a vector")
-                history[k.split("/", 1)[1]] = v
+        for k, v in history.items():
+            if v.ndim > 1:
+                raise bad(f"history array {k!r} is not a vector")
         core = model._new_core(d)
         core.set_state(params)
-        model._core, model.history = core, history
-        model.fit_time_ = dict(meta["fit_time"])
+        model._core, model.history = core, dict(history)
+        model.fit_time_ = dict(fit_time)
         return model
 
     # -- pickling (worker processes) -------------------------------------------------------

@@ -12,9 +12,11 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from w1ot.latent import check_latent
 from w1ot.solvers._base import (
     Progress,
     ProgressReporter,
@@ -117,6 +119,7 @@ class W1OT(Solver):
         mean_shift_penalty: float = 0.0,
         step_lr_decay: float | None = None,
         n_components: int | str | None = "auto",
+        latent: Any = "auto",
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -173,6 +176,7 @@ class W1OT(Solver):
         if not (0.0 < self.step_lr_decay <= 1.0):
             raise ValueError(f"step_lr_decay must be in (0, 1], got {step_lr_decay!r}")
         self.n_components = components(n_components, self.hidden[0])
+        self.latent = check_latent(latent, self.n_components)
         self._init_state()
 
     # -- configuration -------------------------------------------------------------------
@@ -201,6 +205,7 @@ class W1OT(Solver):
         "mean_shift_penalty",
         "step_lr_decay",
         "n_components",
+        "latent",
         "seed",
         "n_threads",
         "progress",
@@ -218,7 +223,7 @@ class W1OT(Solver):
         fit with KeyboardInterrupt, as Ctrl-C does. A stopped or failed fit leaves the model
         as it was. Training that diverges raises :class:`TrainingError`.
         """
-        src_train, tgt_train, valid, pca, n_features = self._prepare(source, target)
+        src_train, tgt_train, valid, space, n_features = self._prepare(source, target)
         core = self._new_core(src_train.shape[1])
         history: dict[str, np.ndarray] = {}
         times: dict[str, float] = {}
@@ -248,7 +253,7 @@ class W1OT(Solver):
                 batch_size=self.batch_size,
                 lr=self.step_lr,
                 disc_lr=self.disc_lr,
-                positive=self.positive and pca is None,
+                positive=self.positive and space is None,
                 eval_every=self.eval_every,
                 patience=self.patience if self.early_stopping else None,
                 loss=self.step_loss,
@@ -279,7 +284,7 @@ class W1OT(Solver):
             "energy_valid",
         ):
             history[k] = sh[k]
-        self._set_fitted(core, pca, n_features, history, times)
+        self._set_fitted(core, space, n_features, history, times)
         # The scale of a plausible step: under W1-optimal transport the mean displacement is W1
         # itself (held-out estimate); the distance between the means bounds it from below.
         shift = float(
@@ -383,7 +388,7 @@ class W1OT(Solver):
     def transport(self, x) -> np.ndarray:
         """T(x) = x - eta(x) u(x) for each row of ``x`` (clipped at 0 if ``positive``)."""
         core = self._fitted_core()
-        if self._pca is None:
+        if self._pca is None and self._autoencoder is None:
             return core.transport(self._cells(x), positive=self.positive)
         return self._moved(x, core.transport, self.positive)
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from w1ot.latent import check_latent
 from w1ot.solvers._base import (
     Progress,
     ProgressReporter,
@@ -90,6 +92,7 @@ class W2OT(Solver):
         "early_stopping",
         "patience",
         "n_components",
+        "latent",
         "seed",
         "n_threads",
         "progress",
@@ -116,6 +119,7 @@ class W2OT(Solver):
         early_stopping: bool = False,
         patience: int = 5,
         n_components: int | str | None = "auto",
+        latent: Any = "auto",
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -142,6 +146,7 @@ class W2OT(Solver):
         self.early_stopping = flag(early_stopping, "early_stopping")
         self.patience = integer(patience, "patience", 1)
         self.n_components = components(n_components, self.hidden[0])
+        self.latent = check_latent(latent, self.n_components)
         self.seed = integer(seed, "seed", 0)
         self.n_threads = threads(n_threads)
         self.progress = flag(progress, "progress")
@@ -155,7 +160,7 @@ class W2OT(Solver):
         fit with KeyboardInterrupt, as Ctrl-C does. A stopped or failed fit leaves the model
         as it was. Training that diverges raises :class:`TrainingError`.
         """
-        src_train, tgt_train, valid, pca, n_features = self._prepare(source, target)
+        src_train, tgt_train, valid, space, n_features = self._prepare(source, target)
         core = self._new_core(src_train.shape[1])
         with ProgressReporter(self.progress, callback) as report:
             t0 = time.perf_counter()
@@ -184,7 +189,7 @@ class W2OT(Solver):
             "eval_iters": h["eval_iters"],
             "best_iter": np.asarray(h["best_iter"]),
         }
-        self._set_fitted(core, pca, n_features, history, {"w2": elapsed})
+        self._set_fitted(core, space, n_features, history, {"w2": elapsed})
         return self
 
     def transport(self, x) -> np.ndarray:
