@@ -128,5 +128,12 @@ def test_sparse_input(data):
 
 
 def test_registry():
-    assert BASELINES == {"identity": Identity, "observed": Observed, "mean_shift": MeanShift}
+    from w1ot.baselines import LatentMeanShift
+
+    assert BASELINES == {
+        "identity": Identity,
+        "observed": Observed,
+        "mean_shift": MeanShift,
+        "scgen": LatentMeanShift,
+    }
     assert "not fitted" in repr(MeanShift()) and "fitted" in repr(Identity().fit([[1.0]], [[2.0]]))

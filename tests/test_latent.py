@@ -161,3 +161,88 @@ def test_tl_fits_and_predicts_in_an_autoencoder_latent_space(ae, cells):
     ctrl = anndata.AnnData(held)
     pred = w1ot.tl.predict(model, ctrl)
     np.testing.assert_allclose(np.asarray(pred.X), model.transport(held), rtol=0, atol=0)
+
+
+# -- scGen: the mean shift in the autoencoder's latent space ---------------------------------
+
+
+def test_scgen_shifts_the_latent_mean_and_decodes(cells, ae, tmp_path):
+    from w1ot.baselines import BASELINES, LatentMeanShift
+
+    assert BASELINES["scgen"] is LatentMeanShift
+    x, y, held = cells
+    model = LatentMeanShift(autoencoder=ae).fit(x, y)
+    assert model.autoencoder_ is ae and model.fit_time_ == {}
+    shift = ae.encode(y).astype(np.float64).mean(0) - ae.encode(x).astype(np.float64).mean(0)
+    np.testing.assert_allclose(model.shift_, shift, rtol=1e-6, atol=1e-6)
+    pred = model.transport(held)
+    want = ae.decode(ae.encode(held) + shift.astype(np.float32))
+    np.testing.assert_allclose(pred, want, rtol=1e-6, atol=1e-6)
+    assert (pred >= 0).all() and pred.shape == held.shape
+    # Balanced means: the larger side subsampled to the smaller one's size.
+    unbalanced = LatentMeanShift(autoencoder=ae, seed=4).fit(x, y[:100])
+    assert not np.allclose(
+        unbalanced.shift_, LatentMeanShift(autoencoder=ae, balance=False).fit(x, y[:100]).shift_
+    )
+    path = tmp_path / "scgen.w1ot"
+    model.save(path)
+    back = LatentMeanShift.load(path)
+    np.testing.assert_array_equal(back.transport(held), pred)
+    np.testing.assert_array_equal(w1ot.tl.load(path).transport(held), pred)
+    # Without an autoencoder, one is fitted with the paper's defaults (here smaller).
+    own = LatentMeanShift(autoencoder=Autoencoder(**AE, seed=9)).fit(x, y)
+    assert own.autoencoder_.is_fitted and own.fit_time_["autoencoder"] > 0
+    assert not own.autoencoder.is_fitted
+
+
+def test_scgen_mistakes_are_named(cells, ae, tmp_path):
+    from w1ot.baselines import LatentMeanShift
+
+    x, y, _ = cells
+    with pytest.raises(TypeError, match="autoencoder"):
+        LatentMeanShift(autoencoder="yes")
+    with pytest.raises(ValueError, match="autoencoder"):
+        LatentMeanShift(autoencoder=ae).fit(x[:, :10], y[:, :10])
+    path = tmp_path / "scgen.w1ot"
+    LatentMeanShift(autoencoder=ae).fit(x, y).save(path)
+    meta, arrays = load_model(
+        path, "LatentMeanShift", names=("shift_",), prefixes=("autoencoder/",)
+    )
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version", "checksum")}
+    for m, a, match in [
+        (meta, {**arrays, "shift_": arrays["shift_"][:-1]}, "shift_"),
+        ({**meta, "n_features": 31}, arrays, "features"),
+        ({k: v for k, v in meta.items() if k != "autoencoder"}, arrays, "autoencoder"),
+        ({**meta, "config": {"balance": "yes", "seed": 0}}, arrays, "configuration"),
+    ]:
+        save_model(path, m, a)
+        with pytest.raises(ModelFileError, match=match):
+            LatentMeanShift.load(path)
+
+
+def test_benchmark_runs_scgen_and_latent_w1ot_with_the_autoencoder_time_apart():
+    anndata = pytest.importorskip("anndata")
+    from w1ot.benchmark import run_benchmark
+
+    rng = np.random.default_rng(2)
+    basis = rng.uniform(0, 1, (3, 20))
+    x = rng.uniform(0, 2, (700, 3)) @ basis
+    y = rng.uniform(0, 2, (700, 3)) @ basis + 0.4
+    adata = anndata.AnnData(np.vstack([x, y]).astype(np.float32))
+    adata.obs["condition"] = ["ctrl"] * 700 + ["stim"] * 700
+    methods = {
+        "identity": "identity",
+        "scgen": lambda seed: w1ot.baselines.LatentMeanShift(
+            autoencoder=Autoencoder(**AE, seed=seed), seed=seed
+        ),
+        "w1ot_ae": lambda seed: W1OT(latent=Autoencoder(**AE, seed=seed), seed=seed, **FAST[W1OT]),
+    }
+    res = run_benchmark(adata, "condition", "ctrl", methods=methods, n_repeats=1, progress=False)
+    df = res.results
+    ae_time = df[df["metric"] == "autoencoder_time"]
+    assert set(ae_time["method"]) == {"scgen", "w1ot_ae"} and (ae_time["value"] > 0).all()
+    fit = df[df["metric"] == "fit_time"].set_index("method")["value"]
+    assert (ae_time.set_index("method")["value"] <= fit[["scgen", "w1ot_ae"]]).all()
+    assert np.isfinite(df[df["metric"] == "mmd"]["value"]).all()
+    with pytest.raises(ValueError, match="scgen"):
+        run_benchmark(adata, "condition", "ctrl", methods=["nope"], progress=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from datafiles import read_dataset
 
-from w1ot import W2OT, ModelFileError, Progress, datasets, metrics
+from w1ot import W2OT, ModelFileError, Progress, TrainingError, datasets, metrics
 from w1ot.benchmark import run_benchmark
 from w1ot.datasets import _shift_vector
 
@@ -235,3 +235,13 @@ def test_divergence_raises_training_error(gauss):
 
     with pytest.raises(w1ot.TrainingError, match="w2"):
         _model(**SMALL, lr=1e30).fit(*gauss)
+
+
+def test_a_map_that_blows_up_is_a_divergence_not_the_users_cells():
+    # lr=16 sends the map's outputs beyond 1e12 within ten iterations; the held-out
+    # evaluation used to report it as "x: has values of magnitude ..." (found by hypothesis).
+    x = np.random.default_rng(5).normal(size=(40, 3))
+    model = W2OT(lr=16, n_threads=1, seed=0, iters=200, batch_size=8, eval_every=10)
+    with pytest.raises(TrainingError, match="fitted map"):
+        model.fit(x, x + 1)
+    assert not model.is_fitted

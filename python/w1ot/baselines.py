@@ -6,6 +6,8 @@ inputs are cells x features arrays (dense or scipy.sparse), validated like W1OT'
 - :class:`Identity`: the control cells themselves (lower bound).
 - :class:`Observed`: real perturbed cells held out from the evaluation truth (upper bound).
 - :class:`MeanShift`: scGen-style shift by the difference of the (balanced) means.
+- :class:`LatentMeanShift`: scGen itself, the same shift in an autoencoder's latent space,
+  decoded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from w1ot._validation import as_cells
 from w1ot.io import ModelFileError, invalid, load_model, save_model
 
-__all__ = ["BASELINES", "Identity", "MeanShift", "Observed"]
+__all__ = ["BASELINES", "Identity", "LatentMeanShift", "MeanShift", "Observed"]
 
 
 def _seed(v) -> int:
@@ -26,6 +28,19 @@ def _seed(v) -> int:
     if v < 0:
         raise ValueError(f"seed must be an integer >= 0, got {v!r}")
     return int(v)
+
+
+def _balanced_means(src: np.ndarray, tgt: np.ndarray, balance: bool, seed: int):
+    """The two means, over the same number of cells when ``balance`` (the larger side
+    subsampled without replacement)."""
+    if balance and src.shape[0] != tgt.shape[0]:
+        n = min(src.shape[0], tgt.shape[0])
+        rng = np.random.default_rng(seed)
+        if src.shape[0] > n:
+            src = src[np.sort(rng.choice(src.shape[0], size=n, replace=False))]
+        else:
+            tgt = tgt[np.sort(rng.choice(tgt.shape[0], size=n, replace=False))]
+    return src.mean(axis=0), tgt.mean(axis=0)
 
 
 def _flag(v, name: str) -> bool:
@@ -216,15 +231,9 @@ class MeanShift(_Baseline):
     def fit(self, source, target) -> MeanShift:
         """Learns ``shift_ = mean(target) - mean(source)`` (balanced if ``balance``)."""
         src, tgt = self._fit_inputs(source, target)
-        if self.balance and src.shape[0] != tgt.shape[0]:
-            n = min(src.shape[0], tgt.shape[0])
-            rng = np.random.default_rng(self.seed)
-            if src.shape[0] > n:
-                src = src[np.sort(rng.choice(src.shape[0], size=n, replace=False))]
-            else:
-                tgt = tgt[np.sort(rng.choice(tgt.shape[0], size=n, replace=False))]
         with np.errstate(over="ignore", invalid="ignore"):
-            shift = tgt.mean(axis=0) - src.mean(axis=0)
+            mean_src, mean_tgt = _balanced_means(src, tgt, self.balance, self.seed)
+            shift = mean_tgt - mean_src
         if not np.isfinite(shift).all():
             raise ValueError(
                 "source and target: their means (or the difference) overflow float64; "
@@ -245,5 +254,123 @@ class MeanShift(_Baseline):
         return out
 
 
+class LatentMeanShift(_Baseline):
+    """scGen's prediction: the (balanced) mean shift in an autoencoder's latent space,
+    decoded, ``transport(x) = decode(encode(x) + mean(encode(target)) - mean(encode(source)))``.
+
+    Parameters
+    ----------
+    autoencoder : a :class:`w1ot.Autoencoder`: used as it is when fitted (one for a whole
+        screen), else a copy of it is fitted on the pooled source and target cells; ``None``
+        (default) fits one with the paper's defaults and ``seed``.
+    balance : bool
+        Equalise the cell counts before taking the means (default True).
+    seed : int
+        Seed of the balancing subsample and of a default autoencoder.
+    """
+
+    _OPTIONS = ("balance", "seed")
+
+    def __init__(self, *, autoencoder=None, balance: bool = True, seed: int = 0) -> None:
+        from w1ot.solvers.autoencoder import Autoencoder
+
+        if autoencoder is not None and not isinstance(autoencoder, Autoencoder):
+            raise TypeError(f"autoencoder must be a w1ot.Autoencoder or None, got {autoencoder!r}")
+        self.autoencoder = autoencoder
+        self.balance = _flag(balance, "balance")
+        self.seed = _seed(seed)
+        self.shift_: np.ndarray | None = None
+        self.autoencoder_ = None
+        self.fit_time_: dict[str, float] = {}
+
+    def get_params(self) -> dict:
+        return {"autoencoder": self.autoencoder, **super().get_params()}
+
+    def fit(self, source, target) -> LatentMeanShift:
+        """Fits the autoencoder (unless given fitted), then the latent mean shift."""
+        from w1ot.solvers.autoencoder import Autoencoder
+
+        src, tgt = self._fit_inputs(source, target)
+        ae = self.autoencoder
+        self.fit_time_ = {}
+        if ae is None or not ae.is_fitted:
+            ae = Autoencoder(**(ae.get_params() if ae else {"seed": self.seed})).fit(src, tgt)
+            self.fit_time_ = {"autoencoder": ae.fit_time_["autoencoder"]}
+        elif ae.n_features != src.shape[1]:
+            raise ValueError(
+                f"autoencoder: fitted on {ae.n_features} features, the cells have {src.shape[1]}"
+            )
+        zs, zt = ae.encode(src).astype(np.float64), ae.encode(tgt).astype(np.float64)
+        mean_src, mean_tgt = _balanced_means(zs, zt, self.balance, self.seed)
+        self.shift_, self.autoencoder_ = mean_tgt - mean_src, ae
+        self.n_features_ = src.shape[1]
+        return self
+
+    def transport(self, x) -> np.ndarray:
+        """The decoded shifted latent codes (float64, non-negative: the decoder's ReLU)."""
+        x = self._cells(x)
+        z = self.autoencoder_.encode(x) + self.shift_.astype(np.float32)
+        return self.autoencoder_.decode(z).astype(np.float64)
+
+    def save(self, path) -> None:
+        """Saves the shift and the autoencoder to ``path`` (the safe .npz model format)."""
+        self._check_fitted()
+        ae = self.autoencoder_
+        meta = {
+            "class": "LatentMeanShift",
+            "config": {"balance": self.balance, "seed": self.seed},
+            "n_features": int(self.n_features_),
+            "autoencoder": {"config": ae.get_params(), "n_features": ae.n_features},
+        }
+        if self.fitted_on_ is not None:
+            meta["fitted_on"] = self.fitted_on_
+        arrays = {f"autoencoder/{k}": v for k, v in ae._core.get_state().items()}
+        save_model(path, meta, {"shift_": self.shift_, **arrays})
+
+    @classmethod
+    def load(cls, path):
+        """Loads a model written by :meth:`save`; raises :class:`~w1ot.ModelFileError` for
+        any file that is not one."""
+        from w1ot.solvers.autoencoder import Autoencoder
+
+        meta, arrays = load_model(
+            path, "LatentMeanShift", names=("shift_",), prefixes=("autoencoder/",)
+        )
+
+        def bad(reason: str) -> ModelFileError:
+            return invalid(path, "LatentMeanShift", reason)
+
+        config = meta["config"]
+        if set(config) != {"balance", "seed"} or not isinstance(config["balance"], bool):
+            raise bad(f"its configuration {config!r:.80} is not balance and seed")
+        if (
+            not isinstance(config["seed"], int)
+            or isinstance(config["seed"], bool)
+            or config["seed"] < 0
+        ):
+            raise bad(f"its seed {config['seed']!r} is not an integer >= 0")
+        if not isinstance(meta.get("autoencoder"), dict):
+            raise bad("its metadata lacks the autoencoder")
+        params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("autoencoder/")}
+        ae = Autoencoder._from_stored(meta["autoencoder"], params, {}, {}, bad)
+        if ae.n_features != meta["n_features"]:
+            raise bad(f"its autoencoder has {ae.n_features} features, not {meta['n_features']}")
+        shift = arrays.get("shift_")
+        if shift is None or shift.dtype.kind != "f" or shift.shape != (ae.latent,):
+            raise bad(f"its shift_ is not {ae.latent} floating-point values")
+        if not np.isfinite(shift).all():
+            raise bad("its shift_ holds NaN or infinite values")
+        model = cls(autoencoder=ae, **config)
+        model.shift_, model.autoencoder_ = shift.astype(np.float64), ae
+        model.n_features_ = meta["n_features"]
+        model.fitted_on_ = meta.get("fitted_on")
+        return model
+
+
 #: Baselines by the names the benchmark uses.
-BASELINES = {"identity": Identity, "observed": Observed, "mean_shift": MeanShift}
+BASELINES = {
+    "identity": Identity,
+    "observed": Observed,
+    "mean_shift": MeanShift,
+    "scgen": LatentMeanShift,
+}

@@ -29,7 +29,7 @@ from w1ot.screen import ModelCollection, fit_many
 __all__ = ["METHODS", "ModelCollection", "fit", "fit_many", "load", "predict"]
 
 #: Methods by name: the solvers and the baselines.
-METHODS = ("w1ot", "w2ot", "identity", "observed", "mean_shift")
+METHODS = ("w1ot", "w2ot", "identity", "observed", "mean_shift", "scgen")
 
 
 def _estimator(method, options: dict[str, Any]):

@@ -236,6 +236,18 @@ pub fn w2_estimate(
     target: MatView<'_, f32>,
 ) -> Result<f64> {
     let t = transport(g, source)?;
+    // A map that sends cells beyond the range f accepts comes from an unstable fit; say so
+    // rather than blame the caller's cells.
+    let limit = crate::nn::MAX_INPUT as f32;
+    if t.as_slice().iter().any(|v| !v.is_finite() || v.abs() > limit) {
+        return Err(Error::invalid(
+            "model",
+            format!(
+                "the fitted map sends cells beyond magnitude {:e} (or to NaN): the fit is unstable; refit with a lower lr",
+                crate::nn::MAX_INPUT
+            ),
+        ));
+    }
     let ft = f.value(t.view())?;
     let fy = f.value(target)?;
     let d = source.cols();
@@ -367,8 +379,10 @@ pub fn train(
         if let Some((vs, vt)) = valid
             && ((k + 1) % cfg.eval_every == 0 || last)
         {
-            let w2 = w2_estimate(f, g, vs, vt)?;
-            let m = valid_mmd(g, vs, vt, &cfg.mmd_gammas)?;
+            // Held-out cells were checked: an error here is the map's own outputs.
+            let as_divergence = |e: Error| diverged(k, format!("on held-out cells: {e}"));
+            let w2 = w2_estimate(f, g, vs, vt).map_err(as_divergence)?;
+            let m = valid_mmd(g, vs, vt, &cfg.mmd_gammas).map_err(as_divergence)?;
             hist.eval_iters.push(k + 1);
             hist.w2_valid.push(w2 as f32);
             hist.mmd_valid.push(m as f32);
