@@ -1201,3 +1201,20 @@ def test_unaligned_and_byteswapped_arrays_are_converted_not_a_panic(layout):
     np.testing.assert_array_equal(w2.transport(convert(x)), w2.transport(x))
     state = {k: convert(v[None, :])[0] for k, v in w2.get_state().items()}
     w2.set_state(state)
+
+
+@pytest.mark.parametrize("method", ["fit", "encode", "decode"])
+def test_gil_is_released_during_autoencoder_calls(big_input, method):
+    ae = C.AutoencoderCore(50, hidden=[64], latent=8, seed=0)
+    cells = big_input[:5000]
+
+    def work():
+        if method == "fit":
+            ae.fit(cells, iters=300, batch_size=256, patience=None)
+        elif method == "encode":
+            ae.encode(big_input)
+        else:
+            ae.decode(big_input[:, :8])
+
+    count = _bump_while_running(work)
+    assert count >= 10, f"the main thread ran only {count} times during {method}"

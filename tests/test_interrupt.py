@@ -15,12 +15,16 @@ SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from w1ot import W1OT
+    from w1ot import W1OT, W2OT, Autoencoder
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2000, 20)).astype(np.float32)
+    x = np.abs(rng.standard_normal((2000, 20))).astype(np.float32)
     y = x + 1.0
-    model = W1OT(potential_iters=10_000_000, step_iters=10, progress=False)
+    model = {
+        "W1OT": lambda: W1OT(potential_iters=10_000_000, step_iters=10),
+        "W2OT": lambda: W2OT(iters=10_000_000),
+        "Autoencoder": lambda: Autoencoder(iters=10_000_000, early_stopping=False),
+    }[sys.argv[1]]()
     print("ready", flush=True)
     t0 = time.perf_counter()
     try:
@@ -35,9 +39,10 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_stops_a_fit_with_keyboard_interrupt():
+@pytest.mark.parametrize("model", ["W1OT", "W2OT", "Autoencoder"])
+def test_ctrl_c_stops_a_fit_with_keyboard_interrupt(model):
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", SCRIPT, model],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
