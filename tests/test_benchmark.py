@@ -950,3 +950,71 @@ def test_papalexi_screen_every_target_is_scored():
     assert s.loc["SPI1", "batch_size"] == 16 and s.loc["IFNGR1", "batch_size"] == 256
     warned = {t for t in targets if any(f"'{t}'" in str(w.message) for w in record)}
     assert warned == set(s.index[s["batch_size"] < 256])
+
+
+# --------------------------------------------------------------------------------------------
+# parallel runs
+# --------------------------------------------------------------------------------------------
+
+
+class _Fails:
+    """A method that fails on perturbation B only (feature 3 shifted down), with a warning."""
+
+    def fit(self, source, target):
+        warnings.warn("fitting _Fails", UserWarning, stacklevel=2)
+        if target[:, 3].mean() < source[:, 3].mean() - 0.75:
+            raise ArithmeticError("B is not for me")
+        return self
+
+    def transport(self, x):
+        return np.asarray(x, dtype=np.float64)
+
+
+def test_n_jobs_gives_the_same_results_failures_and_warnings():
+    ad = make_adata(n_ctrl=400, n_a=400, n_b=300)
+    kw = {
+        "methods": {"identity": "identity", "w1ot": "w1ot", "fails": _Fails},
+        "n_repeats": 2,
+        "on_error": "warn",
+        "w1ot_kwargs": {"potential_iters": 100, "step_iters": 100, "batch_size": 64},
+    }
+    outs = []
+    for n_jobs in (1, 2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = run(ad, n_jobs=n_jobs, **kw)
+        messages = [str(w.message) for w in caught]
+        assert sum("fitting _Fails" in m for m in messages) == 4, messages
+        assert sum("B is not for me" in m for m in messages) == 2, messages
+        outs.append(res)
+    one, two = outs
+    qs = [quality(r.results).sort_values(COLUMNS[:-1]).reset_index(drop=True) for r in outs]
+    pd.testing.assert_frame_equal(qs[0], qs[1])
+    assert one.results[["method", "perturbation", "metric"]].equals(
+        two.results[["method", "perturbation", "metric"]]
+    )  # the same order, not only the same rows
+    pd.testing.assert_frame_equal(one.splits, two.splits)
+    pd.testing.assert_frame_equal(one.failures, two.failures)
+    assert set(one.failures["perturbation"]) == {"B"} and len(one.failures) == 2
+    assert one.de_genes == two.de_genes
+
+
+def test_n_jobs_raises_a_workers_error_with_its_context():
+    ad = make_adata(n_ctrl=300, n_a=300, n_b=300)
+    with pytest.raises(ArithmeticError, match="'fails' failed on perturbation 'B'"):
+        run(ad, methods={"fails": _Fails}, n_repeats=1, n_jobs=2)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n_jobs"):
+            run(ad, n_jobs=bad)
+
+
+def test_cli_takes_n_jobs(tmp_path, capsys):
+    h5 = tmp_path / "screen.h5ad"
+    make_adata(n_ctrl=300, n_a=300, n_b=300, d=4).write_h5ad(h5)
+    parser = argparse.ArgumentParser(prog="w1ot")
+    add_benchmark_parser(parser.add_subparsers(dest="command", required=True))
+    argv = ["benchmark", str(h5), "--condition", "condition", "--control", "ctrl"]
+    argv += ["--methods", "identity", "mean_shift", "--repeats", "1", "--quiet", "--n-jobs", "2"]
+    args = parser.parse_args(argv)
+    assert args.n_jobs == 2 and run_benchmark_cli(args) == 0
+    assert "mean_shift" in capsys.readouterr().out

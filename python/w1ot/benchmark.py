@@ -41,13 +41,14 @@ import copy
 import inspect
 import math
 import numbers
+import pickle
 import time
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -265,6 +266,109 @@ def _factory_for(
     )
 
 
+class _Job(NamedTuple):
+    """One method's fit and scoring on one run: what a worker needs and nothing more."""
+
+    meta: tuple  # (method, perturbation, holdout, repeat, where, last method of the run)
+    est: Any  # the unfitted estimator, or the exception that building it raised
+    src_train: np.ndarray
+    target_train: np.ndarray
+    src_test: np.ndarray
+    truth: np.ndarray
+    top: np.ndarray
+    seeds: tuple[int, int]  # subsampling of the prediction and of the truth
+
+
+def _evaluate(job: _Job, scoring: Mapping[str, Any], threads: int | None) -> tuple:
+    """(meta, error or None, (scores, fit_time, autoencoder_time) or None, warnings) of a job;
+    runs in this process or in a worker. ``threads``: the Rust threads a solver with
+    ``n_threads=0`` gets in a worker (workers x threads stay within the cores)."""
+    from w1ot.metrics import compute_metrics
+
+    est = job.est
+    if isinstance(est, Exception):
+        return job.meta, est, None, []
+    error, result = None, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # re-emitted by the caller, whose filters apply
+        try:
+            if threads is not None and getattr(est, "n_threads", None) == 0:
+                est.n_threads = threads
+            t0 = time.perf_counter()
+            est.fit(job.src_train, job.target_train)
+            fit_time = time.perf_counter() - t0
+            pred = np.asarray(est.transport(job.src_test), dtype=np.float64)
+            d, truth = scoring["n_features"], job.truth
+            if pred.ndim != 2 or pred.shape[1] != d or pred.shape[0] < 2:
+                raise ValueError(
+                    f"method {job.meta[0]!r} returned shape {pred.shape}, expected "
+                    f"(n_cells >= 2, {d})"
+                )
+            n = min(pred.shape[0], truth.shape[0])
+            s_pred, s_truth = job.seeds
+            pi = np.sort(np.random.default_rng(s_pred).permutation(pred.shape[0])[:n])
+            ti = np.sort(np.random.default_rng(s_truth).permutation(truth.shape[0])[:n])
+            ps, ts = pred[pi], truth[ti]
+            kw = {"gammas": scoring["gammas"], "energy": scoring["energy"]}
+            scores = {
+                "all": compute_metrics(ps, ts, **kw),
+                scoring["top"]: compute_metrics(ps[:, job.top], ts[:, job.top], **kw),
+            }
+            result = (scores, fit_time, _autoencoder_time(est))
+        except Exception as exc:
+            error = exc
+    if threads is not None and error is not None:
+        try:  # it travels back from a worker process
+            pickle.dumps(error)
+        except Exception:
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+    found = [(w.message, w.category, w.filename, w.lineno) for w in caught]
+    return job.meta, error, result, found
+
+
+class _JobRunner:
+    """Runs jobs in this process (one worker) or in loky worker processes (scverse's
+    default engine, as :func:`w1ot.tl.fit_many`), outcomes in job order, so that the results
+    do not depend on ``n_jobs``."""
+
+    def __init__(self, n_jobs, n_tasks: int) -> None:
+        from w1ot.screen import _cores, _workers
+
+        cores = _cores()
+        self.workers = _workers(n_jobs, max(1, n_tasks), cores, None)
+        self.threads = None if self.workers == 1 else max(1, cores // self.workers)
+        self._parallel: Any = None
+
+    def __enter__(self) -> _JobRunner:
+        if self.workers > 1:
+            import joblib
+
+            self._parallel = joblib.Parallel(n_jobs=self.workers, backend="loky").__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._parallel is not None:
+            self._parallel.__exit__(*exc)
+
+    def chunks(self, plan: list, jobs_per_item: int):
+        """The plan in groups that give every worker a few jobs: only a few perturbations'
+        splits are held at once."""
+        size = 1 if self.workers == 1 else math.ceil(4 * self.workers / max(1, jobs_per_item))
+        for i in range(0, len(plan), size):
+            yield plan[i : i + size]
+
+    def run(self, jobs: list[_Job], scoring: Mapping[str, Any]):
+        if self._parallel is None:
+            for job in jobs:
+                yield _evaluate(job, scoring, None)
+        else:
+            import joblib
+
+            yield from self._parallel(
+                joblib.delayed(_evaluate)(job, scoring, self.threads) for job in jobs
+            )
+
+
 def _resolve_methods(methods, solver_kwargs) -> list[tuple[str, Callable[[int], Any]]]:
     if isinstance(methods, (str, type)) or _is_estimator(methods):
         methods = [methods]
@@ -443,6 +547,7 @@ def run_benchmark(
     ood_value=None,
     seed: int = 0,
     on_error: str = "raise",
+    n_jobs: int = 1,
     progress: bool = True,
     output=None,
     figure=None,
@@ -528,6 +633,11 @@ def run_benchmark(
         perturbation (the error keeps its type where it can), or warn and go on: the perturbation
         or run is skipped, a failed method gets NaN scores, and both are listed in
         :attr:`BenchmarkResult.failures`.
+    n_jobs : int
+        Worker processes for the fits (1, the default: this process; -1: one per core), as
+        :func:`w1ot.tl.fit_many` runs them (loky); each solver fitted in a worker gets an
+        equal share of the cores. The results do not depend on it. Estimators passed as
+        objects or factories must then be picklable (cloudpickle: lambdas are).
     progress : bool
         Show a progress bar over the runs.
     output : path, optional
@@ -543,7 +653,7 @@ def run_benchmark(
     """
     import pandas as pd
 
-    from w1ot.metrics import compute_metrics, top_de_genes
+    from w1ot.metrics import top_de_genes
 
     # -- validation ----------------------------------------------------------------------
     for attr in ("obs", "X", "var_names"):
@@ -557,6 +667,8 @@ def run_benchmark(
         raise ValueError(f"rank_by must be 'score' or 'abs', got {rank_by!r}")
     if on_error not in ("raise", "warn"):
         raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
     if not (0 < test_fraction < 1) or min_test < 1 or max_test < min_test:
         raise ValueError("need 0 < test_fraction < 1 and 1 <= min_test <= max_test")
     rule = {"fraction": test_fraction, "min_size": int(min_test), "max_size": int(max_test)}
@@ -670,54 +782,55 @@ def run_benchmark(
 
         bar = tqdm(total=len(plan) * n_repeats, desc="benchmark", unit="run")
     ctrl_all = data.rows(ctrl_rows)  # densified once, the perturbed cells once per perturbation
-    pert_all, pert_of = None, None
     nan_scores = dict.fromkeys(("r2", "l2", "mmd", *(("energy",) if energy else ())), math.nan)
-    try:
-        for p, h, sides in plan:
-            hold = "" if h is None else str(h)
-            if pert_of != p:
-                pert_all, pert_of = data.rows(np.flatnonzero(labels == p)), p
-            for r in range(n_repeats):
-                where = f"perturbation {p!r}" + (f" (holdout {hold!r})" if hold else "")
-                where_run = f"{where}, repeat {r}"
-                ss = np.random.SeedSequence([int(seed), _stable_int(p), _stable_int(hold), r])
-                s_split, s_model, s_pred, s_truth = (int(v) for v in ss.generate_state(4))
-                rng = np.random.default_rng(s_split)
-                try:
-                    if h is None:
-                        c_tr, c_te = _split(ctrl_all.shape[0], rng, **rule)
-                        p_tr, p_te = _split(pert_all.shape[0], rng, **rule)
-                        src_train, src_test = ctrl_all[c_tr], ctrl_all[c_te]
-                        tgt_train, truth = pert_all[p_tr], pert_all[p_te]
-                        reference = tgt_train
-                    else:
-                        held = pert_all[sides["held-out perturbed"]]
-                        p_ref, p_te = _split(held.shape[0], rng, **rule)
-                        src_train = ctrl_all[sides["training control"]]
-                        src_test = ctrl_all[sides["held-out control"]]
-                        tgt_train = pert_all[sides["training perturbed"]]
-                        truth, reference = held[p_te], held[p_ref]
-                    if n_features > top_k:
-                        de = SimpleNamespace(
-                            obs=pd.DataFrame(
-                                {"g": ["c"] * src_test.shape[0] + ["p"] * truth.shape[0]}
-                            ),
-                            var_names=np.arange(n_features),
-                            X=np.vstack([src_test, truth]),
-                            layers={},
-                        )
-                        top = np.asarray(top_de_genes(de, "g", "c", "p", k=top_k, rank_by=rank_by))
-                    else:
-                        top = np.arange(n_features)
-                except Exception as exc:
-                    if on_error == "raise":
-                        raise _with_context(exc, f"{where_run} cannot be evaluated") from exc
-                    skip(f"{where_run} skipped: {type(exc).__name__}: {exc}", p, hold, r)
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                de_genes[(p, hold, r)] = data.var_names[top].tolist()
-                split_row = {
+    scoring = {"gammas": gammas, "energy": energy, "n_features": n_features, "top": feat_top}
+
+    def jobs_of(p, h, sides, pert_all) -> list[_Job]:
+        """The method fits of one perturbation (and held-out value), every repeat: splits and
+        DE genes here, fits wherever the jobs run."""
+        hold = "" if h is None else str(h)
+        out = []
+        for r in range(n_repeats):
+            where = f"perturbation {p!r}" + (f" (holdout {hold!r})" if hold else "")
+            where_run = f"{where}, repeat {r}"
+            ss = np.random.SeedSequence([int(seed), _stable_int(p), _stable_int(hold), r])
+            s_split, s_model, s_pred, s_truth = (int(v) for v in ss.generate_state(4))
+            rng = np.random.default_rng(s_split)
+            try:
+                if h is None:
+                    c_tr, c_te = _split(ctrl_all.shape[0], rng, **rule)
+                    p_tr, p_te = _split(pert_all.shape[0], rng, **rule)
+                    src_train, src_test = ctrl_all[c_tr], ctrl_all[c_te]
+                    tgt_train, truth = pert_all[p_tr], pert_all[p_te]
+                    reference = tgt_train
+                else:
+                    held = pert_all[sides["held-out perturbed"]]
+                    p_ref, p_te = _split(held.shape[0], rng, **rule)
+                    src_train = ctrl_all[sides["training control"]]
+                    src_test = ctrl_all[sides["held-out control"]]
+                    tgt_train = pert_all[sides["training perturbed"]]
+                    truth, reference = held[p_te], held[p_ref]
+                if n_features > top_k:
+                    de = SimpleNamespace(
+                        obs=pd.DataFrame({"g": ["c"] * src_test.shape[0] + ["p"] * truth.shape[0]}),
+                        var_names=np.arange(n_features),
+                        X=np.vstack([src_test, truth]),
+                        layers={},
+                    )
+                    top = np.asarray(top_de_genes(de, "g", "c", "p", k=top_k, rank_by=rank_by))
+                else:
+                    top = np.arange(n_features)
+            except Exception as exc:
+                if on_error == "raise":
+                    raise _with_context(exc, f"{where_run} cannot be evaluated") from exc
+                skip(f"{where_run} skipped: {type(exc).__name__}: {exc}", p, hold, r)
+                if bar is not None:
+                    bar.update(1)
+                continue
+            de_genes[(p, hold, r)] = data.var_names[top].tolist()
+            batches: dict[str, int] = {}
+            split_rows.append(
+                {
                     "perturbation": p,
                     "holdout": hold,
                     "repeat": r,
@@ -727,70 +840,77 @@ def run_benchmark(
                     "n_test_perturbed": truth.shape[0],
                     "n_observed_reference": reference.shape[0],
                     "n_eval": min(src_test.shape[0], truth.shape[0]),
+                    "_batches": batches,
                 }
-                batches: dict[str, int] = {}
-                model_seed = s_model % (2**31)
-                for name, factory in method_list:
-                    try:
-                        est = factory(model_seed)
-                        target_train = reference if isinstance(est, Observed) else tgt_train
-                        est, batch, note = _batch_for_run(
-                            est, src_train.shape[0], target_train.shape[0]
+            )
+            model_seed = s_model % (2**31)
+            for i, (name, factory) in enumerate(method_list):
+                job = _Job(
+                    (name, p, hold, r, where_run, i == len(method_list) - 1),
+                    None,
+                    src_train,
+                    tgt_train,
+                    src_test,
+                    truth,
+                    top,
+                    (s_pred, s_truth),
+                )
+                try:
+                    est = factory(model_seed)
+                    if isinstance(est, Observed):
+                        job = job._replace(target_train=reference)
+                    est, batch, note = _batch_for_run(
+                        est, src_train.shape[0], job.target_train.shape[0]
+                    )
+                    if batch is not None:
+                        batches[name] = batch
+                        if name not in batch_methods:
+                            batch_methods.append(name)
+                    if note is not None and (name, p, hold, note) not in warned_batches:
+                        warned_batches.add((name, p, hold, note))  # once, not per repeat
+                        warnings.warn(
+                            f"method {name!r} on {where}: {note}", RuntimeWarning, stacklevel=4
                         )
-                        if batch is not None:
-                            batches[name] = batch
-                            if name not in batch_methods:
-                                batch_methods.append(name)
-                        if note is not None and (name, p, hold, note) not in warned_batches:
-                            warned_batches.add((name, p, hold, note))  # once, not per repeat
-                            warnings.warn(
-                                f"method {name!r} on {where}: {note}", RuntimeWarning, stacklevel=2
-                            )
-                        t0 = time.perf_counter()
-                        est.fit(src_train, target_train)
-                        fit_time = time.perf_counter() - t0
-                        pred = np.asarray(est.transport(src_test), dtype=np.float64)
-                        if pred.ndim != 2 or pred.shape[1] != n_features or pred.shape[0] < 2:
-                            raise ValueError(
-                                f"method {name!r} returned shape {pred.shape}, expected "
-                                f"(n_cells >= 2, {n_features})"
-                            )
-                        n = min(pred.shape[0], truth.shape[0])
-                        pi = np.sort(np.random.default_rng(s_pred).permutation(pred.shape[0])[:n])
-                        ti = np.sort(np.random.default_rng(s_truth).permutation(truth.shape[0])[:n])
-                        ps, ts = pred[pi], truth[ti]
-                        scores = {
-                            "all": compute_metrics(ps, ts, gammas=gammas, energy=energy),
-                            feat_top: compute_metrics(
-                                ps[:, top], ts[:, top], gammas=gammas, energy=energy
-                            ),
-                        }
-                    except Exception as exc:
-                        if on_error == "raise":
-                            raise _with_context(
-                                exc, f"method {name!r} failed on {where_run}"
-                            ) from exc
-                        skip(
-                            f"method {name!r} failed on {where_run}: {type(exc).__name__}: {exc}",
-                            p,
-                            hold,
-                            r,
-                            name,
-                        )
-                        scores, fit_time = {"all": nan_scores, feat_top: nan_scores}, math.nan
-                    for feats, sc in scores.items():
-                        for metric, value in sc.items():
-                            rows.append((name, p, hold, r, feats, metric, float(value)))
-                    rows.append((name, p, hold, r, "all", "fit_time", float(fit_time)))
-                    ae_time = _autoencoder_time(est)
-                    if ae_time is not None:
-                        # Counted separately: the share of fit_time spent on the autoencoder.
-                        rows.append((name, p, hold, r, "all", "autoencoder_time", ae_time))
-                split_row["_batches"] = batches
-                split_rows.append(split_row)
-                if bar is not None:
-                    bar.set_postfix_str(f"{p}" + (f" / {hold}" if hold else ""), refresh=False)
-                    bar.update(1)
+                    job = job._replace(est=est)
+                except Exception as exc:
+                    job = job._replace(est=exc)  # reported with the fits' failures
+                out.append(job)
+        return out
+
+    def record(outcome: tuple) -> None:
+        (name, p, hold, r, where_run, last), error, scored, caught = outcome
+        for w in caught:  # warnings of the fit, wherever it ran
+            warnings.warn_explicit(w[0], w[1], w[2], w[3])
+        if error is not None:
+            if on_error == "raise":
+                raise _with_context(error, f"method {name!r} failed on {where_run}") from error
+            msg = f"method {name!r} failed on {where_run}: {type(error).__name__}: {error}"
+            skip(msg, p, hold, r, name)
+            scores, fit_time, ae_time = {"all": nan_scores, feat_top: nan_scores}, math.nan, None
+        else:
+            scores, fit_time, ae_time = scored
+        for feats, sc in scores.items():
+            for metric, value in sc.items():
+                rows.append((name, p, hold, r, feats, metric, float(value)))
+        rows.append((name, p, hold, r, "all", "fit_time", float(fit_time)))
+        if ae_time is not None:
+            # Counted separately: the share of fit_time spent on the autoencoder.
+            rows.append((name, p, hold, r, "all", "autoencoder_time", ae_time))
+        if last and bar is not None:
+            bar.set_postfix_str(f"{p}" + (f" / {hold}" if hold else ""), refresh=False)
+            bar.update(1)
+
+    try:
+        with _JobRunner(n_jobs, len(plan) * n_repeats * len(method_list)) as runner:
+            pert_all, pert_of = None, None
+            for chunk in runner.chunks(plan, n_repeats * len(method_list)):
+                jobs = []
+                for p, h, sides in chunk:
+                    if pert_of != p:
+                        pert_all, pert_of = data.rows(np.flatnonzero(labels == p)), p
+                    jobs += jobs_of(p, h, sides, pert_all)
+                for outcome in runner.run(jobs, scoring):
+                    record(outcome)
     finally:
         if bar is not None:
             bar.close()

@@ -139,6 +139,13 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="W1OT iterations of both stages")
     p.add_argument("--threads", type=int, default=0, help="solver threads (0: all cores)")
     p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="worker processes for the fits (default 1; -1: one per core); each gets an "
+        "equal share of the cores, and the results do not depend on it",
+    )
+    p.add_argument(
         "--w1ot",
         action="append",
         default=[],
@@ -226,6 +233,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         ood_value=ood_value,
         seed=args.seed,
         on_error=args.on_error,
+        n_jobs=args.n_jobs,
         progress=not args.quiet,
         output=args.out,
         figure=args.figure,
