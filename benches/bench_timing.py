@@ -15,6 +15,8 @@ the whole fits). It writes ``timing.csv``, ``timing.md`` and ``timing.png`` to
   skipped with a message when it is not;
 - each solver fitted with its defaults (and with early stopping) at d = 50 on 5,000 cells
   per side, with the MMD it reaches on fresh cells, so "faster" is shown at equal quality.
+- the latent mode's autoencoder (hidden [512, 512], latent 50): seconds per 1,000 training
+  iterations at 50, 300 and 1,000 genes, Rust against the same model in PyTorch.
 
 GFLOP/s use one count per step for both engines, the multiply-adds of the products the Rust
 core performs (``w1ot._core.iteration_flops``); PyTorch's double backward does more, so its
@@ -54,7 +56,10 @@ def _data(n: int, d: int, seed: int = 0):
 
 def _record(benchmark, solver: str, engine: str, d: int, iters: int) -> None:
     seconds = benchmark.stats.stats.min / iters
-    flops = _core.iteration_flops(solver, d, batch_size=BATCH)
+    if solver == "autoencoder":
+        flops = _core.autoencoder_iteration_flops(d, batch_size=BATCH)
+    else:
+        flops = _core.iteration_flops(solver, d, batch_size=BATCH)
     row = {
         "solver": solver,
         "engine": engine,
@@ -109,6 +114,44 @@ def test_torch_iteration(benchmark, solver, d):
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     _record(benchmark, solver, "torch", d, iters)
+
+
+# The autoencoder of the latent mode (hidden [512, 512], latent 50), at gene counts.
+AE_DIMS = [50, 300, 1000]
+AE_ITERS = {"rust": 50, "torch": 20}
+
+
+@pytest.mark.parametrize("d", AE_DIMS)
+def test_rust_autoencoder_iteration(benchmark, d):
+    cells = np.abs(_data(1024, d)[0])
+    core = _core.AutoencoderCore(d, seed=0)
+    iters = AE_ITERS["rust"]
+
+    def run():
+        core.fit(cells, iters=iters, batch_size=BATCH, patience=None, n_threads=THREADS)
+
+    run()
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    _record(benchmark, "autoencoder", "rust", d, iters)
+
+
+@pytest.mark.parametrize("d", AE_DIMS)
+def test_torch_autoencoder_iteration(benchmark, d):
+    pytest.importorskip("torch", reason="the PyTorch peers need torch: pip install '.[bench]'")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch_reference as ref
+
+    ref.set_threads(THREADS)
+    step = ref.autoencoder_step(d, BATCH)
+    iters = AE_ITERS["torch"]
+    step()
+
+    def run():
+        for _ in range(iters):
+            step()
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    _record(benchmark, "autoencoder", "torch", d, iters)
 
 
 FITS = {
@@ -171,7 +214,11 @@ NAMES = {"w1_potential": "W1 potential", "w1_step_gan": "W1 step size (GAN)", "w
 
 
 def markdown(rows: list[dict]) -> str:
-    it = {(r["solver"], r["engine"], r["d"]): r for r in rows if "s_per_1000_iters" in r}
+    it = {
+        (r["solver"], r["engine"], r["d"]): r
+        for r in rows
+        if "s_per_1000_iters" in r and r["solver"] in NAMES
+    }
     lines = []
     if it:
         dims = sorted({k[2] for k in it})
@@ -207,6 +254,28 @@ def markdown(rows: list[dict]) -> str:
                 )
                 cells.append(f"{ratio:.1f}x")
             lines.append("| " + " | ".join(cells) + " |")
+    ae = {(r["engine"], r["d"]): r for r in rows if r.get("solver") == "autoencoder"}
+    if ae:
+        lines += [
+            "",
+            "Autoencoder training iterations (hidden [512, 512], latent 50, batch 256, 2 threads),"
+            " seconds per 1,000 (GFLOP/s):",
+            "",
+            "| genes | rust | torch | torch / rust |",
+            "|---|---|---|---|",
+        ]
+        for d in sorted({k[1] for k in ae}):
+            rust, torch = ae.get(("rust", d)), ae.get(("torch", d))
+            cell = [
+                f"{r['s_per_1000_iters']:.2f} ({r['gflops']:.0f})" if r else "-"
+                for r in (rust, torch)
+            ]
+            ratio = (
+                f"{torch['s_per_1000_iters'] / rust['s_per_1000_iters']:.1f}x"
+                if rust and torch
+                else "-"
+            )
+            lines.append(f"| {d} | {cell[0]} | {cell[1]} | {ratio} |")
     fits = [r for r in rows if "fit_s" in r]
     if fits:
         lines += [

@@ -226,8 +226,48 @@ def w2_outer_step(d: int, batch: int = 256, seed: int = 0, inner_iters: int = 10
     return step
 
 
+# ------------------------------------------------------------------ the latent mode's autoencoder
+
+
+def autoencoder_step(d: int, batch: int = 256, seed: int = 0, hidden=(512, 512), latent=50):
+    """One training iteration of the autoencoder CellOT and scGen train (w1ot.Autoencoder's
+    configuration): ReLU MLPs, a linear latent layer, a ReLU output, MSE, Adam lr 1e-3 with
+    weight decay 1e-5."""
+    torch.manual_seed(seed)
+
+    def mlp(dims, last: nn.Module | None) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(dims):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.pop()  # the last layer: linear (encoder) or ReLU (decoder)
+        return nn.Sequential(*layers, *([last] if last is not None else []))
+
+    dims = [d, *hidden, latent]
+    model = nn.Sequential(mlp(dims, None), mlp(dims[::-1], nn.ReLU()))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.rand(4 * batch, d, generator=g)  # non-negative, like expression
+
+    def step() -> float:
+        x = cells[torch.randint(0, cells.shape[0], (batch,), generator=g)]
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), x)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    return step
+
+
 def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-__all__ = ["set_threads", "w1_gan_step", "w1_potential_step", "w2_fit", "w2_outer_step"]
+__all__ = [
+    "autoencoder_step",
+    "set_threads",
+    "w1_gan_step",
+    "w1_potential_step",
+    "w2_fit",
+    "w2_outer_step",
+]
