@@ -145,20 +145,7 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
         help="worker processes for the fits (default 1; -1: one per core); each gets an "
         "equal share of the cores, and the results do not depend on it",
     )
-    p.add_argument(
-        "--w1ot",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a W1OT keyword argument, e.g. step_lr=1e-3 (repeatable)",
-    )
-    p.add_argument(
-        "--w2ot",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a W2OT keyword argument for the 'w2ot' method, e.g. iters=20000 (repeatable)",
-    )
+    _add_solver_flags(p)
     p.add_argument("--ood-column", help="o.o.d. mode: obs column of the held-out groups")
     p.add_argument("--ood-value", action="append", help="held-out value (repeatable; default: all)")
     p.add_argument("--reference", default="w1ot", help="method tested against the others")
@@ -262,6 +249,21 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 _SOLVER_FLAGS = {"w1ot": "--w1ot", "w2ot": "--w2ot"}
+
+
+def _add_solver_flags(p: argparse.ArgumentParser) -> None:
+    """``--w1ot`` / ``--w2ot KEY=VALUE``: the solvers' keyword arguments (repeatable)."""
+    examples = {"w1ot": "step_lr=1e-3", "w2ot": "iters=20000"}
+    for method, flag in _SOLVER_FLAGS.items():
+        p.add_argument(
+            flag,
+            dest=method,
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a {method.upper()} keyword argument for the {method!r} method, e.g. "
+            f"{examples[method]} (repeatable)",
+        )
 
 
 def _method_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -391,17 +393,7 @@ def _add_fit_parser(sub) -> None:
     p.add_argument("--obsm-key", help="use the embedding adata.obsm[OBSM_KEY]")
     p.add_argument("--genes", help="a boolean var column (highly_variable) or a file of genes")
     p.add_argument("--hvg", type=int, help="use the top HVG most variable genes")
-    for method, flag in _SOLVER_FLAGS.items():
-        p.add_argument(
-            flag,
-            dest=method,
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"a {method.upper()} option, e.g. "
-            + ("potential_iters=1000" if method == "w1ot" else "iters=20000")
-            + " (repeatable)",
-        )
+    _add_solver_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="solver threads (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
