@@ -162,6 +162,15 @@ def components(v, first_width: int) -> int | str | None:
 # -- the shared estimator ---------------------------------------------------------------
 
 
+def config_of(model) -> dict[str, Any]:
+    """The options ``model._CONFIG`` names, sequences as lists: ``get_params()``."""
+    return {
+        k: (list(v) if isinstance(v, (list, tuple)) else v)
+        for k in model._CONFIG
+        for v in [getattr(model, k)]
+    }
+
+
 class Solver:
     """Base of :class:`~w1ot.W1OT` and :class:`~w1ot.W2OT` (not used directly)."""
 
@@ -190,11 +199,7 @@ class Solver:
 
     def get_params(self) -> dict[str, Any]:
         """The configuration, as keyword arguments for ``type(self)(**params)``."""
-        return {
-            k: (list(v) if isinstance(v, (list, tuple)) else v)
-            for k in self._CONFIG
-            for v in [getattr(self, k)]
-        }
+        return config_of(self)
 
     def __repr__(self) -> str:
         fitted = "fitted" if self.is_fitted else "not fitted"

@@ -23,6 +23,7 @@ from w1ot.io import invalid, load_model, save_model
 from w1ot.solvers._base import (
     Progress,
     ProgressReporter,
+    config_of,
     flag,
     integer,
     iterations,
@@ -132,11 +133,7 @@ class Autoencoder:
 
     def get_params(self) -> dict[str, Any]:
         """The configuration, as keyword arguments for ``Autoencoder(**params)``."""
-        return {
-            k: (list(v) if isinstance(v, (list, tuple)) else v)
-            for k in self._CONFIG
-            for v in [getattr(self, k)]
-        }
+        return config_of(self)
 
     def __repr__(self) -> str:
         fitted = "fitted" if self.is_fitted else "not fitted"
