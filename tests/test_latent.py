@@ -246,3 +246,24 @@ def test_benchmark_runs_scgen_and_latent_w1ot_with_the_autoencoder_time_apart():
     assert np.isfinite(df[df["metric"] == "mmd"]["value"]).all()
     with pytest.raises(ValueError, match="scgen"):
         run_benchmark(adata, "condition", "ctrl", methods=["nope"], progress=False)
+
+
+def test_fit_many_shares_one_fitted_autoencoder_across_a_screen(ae, cells):
+    anndata = pytest.importorskip("anndata")
+    x, y, held = cells
+    adata = anndata.AnnData(np.vstack([x, y, y + 0.3]))
+    adata.obs["condition"] = ["control"] * len(x) + ["A"] * len(y) + ["B"] * len(y)
+    col = w1ot.tl.fit_many(
+        adata,
+        condition_key="condition",
+        control="control",
+        n_jobs=2,
+        progress=False,
+        latent=ae,
+        **FAST[W1OT],
+    )
+    assert list(col) == ["A", "B"]
+    for name in col:
+        model = col[name]
+        assert "autoencoder" not in model.fit_time_
+        np.testing.assert_array_equal(model.autoencoder.encode(held), ae.encode(held))
