@@ -87,6 +87,11 @@ class W1OT(Solver):
         the paper). With components P the model is f(P(x - mean)), still 1-Lipschitz in x,
         and cells move by ``-eta * P^T u`` inside the components' span (see
         :mod:`w1ot.projection`); ``positive`` then clips the output only.
+    latent : the kind of space the transport is learned in (:mod:`w1ot.latent`): ``"auto"``
+        (default: components by the ``n_components`` rule), ``"pca"``, ``"autoencoder"`` (a
+        :class:`~w1ot.Autoencoder` fitted on the pooled training cells; predictions are
+        decoded from it), a :class:`~w1ot.Autoencoder` (a fitted one is used as it is), or
+        ``None`` (the feature space).
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core; at most 4 per core are started). The same
         seed gives the same model bit for bit with any thread count, so on any machine.

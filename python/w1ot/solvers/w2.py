@@ -69,6 +69,11 @@ class W2OT(Solver):
     n_components : where the transport is learned, by W1OT's rule: ``"auto"`` (default) in
         the top 50 principal components when the data have more features than ``hidden[0]``,
         else in the feature space; an int k: k components; ``None``: the feature space.
+    latent : the kind of space the transport is learned in (:mod:`w1ot.latent`): ``"auto"``
+        (default: components by the ``n_components`` rule), ``"pca"``, ``"autoencoder"`` (a
+        :class:`~w1ot.Autoencoder` fitted on the pooled training cells; predictions are
+        decoded from it), a :class:`~w1ot.Autoencoder` (a fitted one is used as it is), or
+        ``None`` (the feature space).
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core). Batches are split into blocks of a fixed
         size, so the same seed gives the same model bit for bit with any thread count.
