@@ -267,3 +267,20 @@ def test_fit_many_shares_one_fitted_autoencoder_across_a_screen(ae, cells):
         model = col[name]
         assert "autoencoder" not in model.fit_time_
         np.testing.assert_array_equal(model.autoencoder.encode(held), ae.encode(held))
+
+
+@pytest.mark.parametrize("cls", [W1OT, W2OT])
+def test_keep_residual_moves_each_cell_by_the_decoded_displacement(cls, cells, ae, tmp_path):
+    x, y, held = cells
+    model = cls(latent=ae, keep_residual=True, **FAST[cls]).fit(x, y)
+    z = ae.encode(held)
+    moved = model._core.transport(z)
+    want = held + (ae.decode(moved) - ae.decode(z))
+    np.testing.assert_allclose(model.transport(held), want, rtol=1e-6, atol=1e-6)
+    plain = cls(latent=ae, **FAST[cls]).fit(x, y)
+    np.testing.assert_array_equal(plain.transport(held), ae.decode(moved))
+    path = tmp_path / "res.w1ot"
+    model.save(path)
+    assert cls.load(path).keep_residual is True
+    with pytest.raises(TypeError, match="keep_residual"):
+        cls(keep_residual="yes")

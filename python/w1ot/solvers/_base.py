@@ -184,6 +184,7 @@ class Solver:
     batch_size: int
     n_components: int | str | None
     latent: Any
+    keep_residual: bool
     seed: int
     n_threads: int
 
@@ -357,7 +358,12 @@ class Solver:
         x = self._cells(x)
         if self._autoencoder is not None:
             ae = self._autoencoder
-            out = ae.decode(move(ae.encode(x)))
+            z = ae.encode(x)
+            out = ae.decode(move(z))
+            if self.keep_residual:
+                # The decoded displacement on the cell itself: the part of each cell that the
+                # latent space does not reconstruct stays, as with components.
+                out = x + (out - ae.decode(z))
         elif self._pca is None:
             out = move(x)
         else:

@@ -92,6 +92,10 @@ class W1OT(Solver):
         :class:`~w1ot.Autoencoder` fitted on the pooled training cells; predictions are
         decoded from it), a :class:`~w1ot.Autoencoder` (a fitted one is used as it is), or
         ``None`` (the feature space).
+    keep_residual : with an autoencoder's latent space, predict ``x + decode(T(z)) -
+        decode(z)`` (``z`` the cell's code) instead of ``decode(T(z))``: the part of each cell
+        that the autoencoder does not reconstruct is kept, as with components (default
+        False, the paper's decoded prediction).
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core; at most 4 per core are started). The same
         seed gives the same model bit for bit with any thread count, so on any machine.
@@ -125,6 +129,7 @@ class W1OT(Solver):
         step_lr_decay: float | None = None,
         n_components: int | str | None = "auto",
         latent: Any = "auto",
+        keep_residual: bool = False,
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -182,6 +187,7 @@ class W1OT(Solver):
             raise ValueError(f"step_lr_decay must be in (0, 1], got {step_lr_decay!r}")
         self.n_components = components(n_components, self.hidden[0])
         self.latent = check_latent(latent, self.n_components)
+        self.keep_residual = flag(keep_residual, "keep_residual")
         self._init_state()
 
     # -- configuration -------------------------------------------------------------------
@@ -211,6 +217,7 @@ class W1OT(Solver):
         "step_lr_decay",
         "n_components",
         "latent",
+        "keep_residual",
         "seed",
         "n_threads",
         "progress",

@@ -74,6 +74,10 @@ class W2OT(Solver):
         :class:`~w1ot.Autoencoder` fitted on the pooled training cells; predictions are
         decoded from it), a :class:`~w1ot.Autoencoder` (a fitted one is used as it is), or
         ``None`` (the feature space).
+    keep_residual : with an autoencoder's latent space, predict ``x + decode(T(z)) -
+        decode(z)`` (``z`` the cell's code) instead of ``decode(T(z))``: the part of each cell
+        that the autoencoder does not reconstruct is kept, as with components (default
+        False, the paper's decoded prediction).
     seed : seed of initialisation, the held-out split and batch sampling.
     n_threads : worker threads (0: one per core). Batches are split into blocks of a fixed
         size, so the same seed gives the same model bit for bit with any thread count.
@@ -98,6 +102,7 @@ class W2OT(Solver):
         "patience",
         "n_components",
         "latent",
+        "keep_residual",
         "seed",
         "n_threads",
         "progress",
@@ -125,6 +130,7 @@ class W2OT(Solver):
         patience: int = 5,
         n_components: int | str | None = "auto",
         latent: Any = "auto",
+        keep_residual: bool = False,
         seed: int = 0,
         n_threads: int = 0,
         progress: bool = False,
@@ -152,6 +158,7 @@ class W2OT(Solver):
         self.patience = integer(patience, "patience", 1)
         self.n_components = components(n_components, self.hidden[0])
         self.latent = check_latent(latent, self.n_components)
+        self.keep_residual = flag(keep_residual, "keep_residual")
         self.seed = integer(seed, "seed", 0)
         self.n_threads = threads(n_threads)
         self.progress = flag(progress, "progress")
