@@ -239,7 +239,10 @@ pub fn w2_estimate(
     // A map that sends cells beyond the range f accepts comes from an unstable fit; say so
     // rather than blame the caller's cells.
     let limit = crate::nn::MAX_INPUT as f32;
-    if t.as_slice().iter().any(|v| !v.is_finite() || v.abs() > limit) {
+    if t.as_slice()
+        .iter()
+        .any(|v| !v.is_finite() || v.abs() > limit)
+    {
         return Err(Error::invalid(
             "model",
             format!(
