@@ -288,18 +288,12 @@ class LatentMeanShift(_Baseline):
 
     def fit(self, source, target) -> LatentMeanShift:
         """Fits the autoencoder (unless given fitted), then the latent mean shift."""
-        from w1ot.solvers.autoencoder import Autoencoder
+        from w1ot.solvers.autoencoder import fitted_for
 
         src, tgt = self._fit_inputs(source, target)
-        ae = self.autoencoder
-        self.fit_time_ = {}
-        if ae is None or not ae.is_fitted:
-            ae = Autoencoder(**(ae.get_params() if ae else {"seed": self.seed})).fit(src, tgt)
-            self.fit_time_ = {"autoencoder": ae.fit_time_["autoencoder"]}
-        elif ae.n_features != src.shape[1]:
-            raise ValueError(
-                f"autoencoder: fitted on {ae.n_features} features, the cells have {src.shape[1]}"
-            )
+        ae = fitted_for(self.autoencoder, src, tgt, name="autoencoder", seed=self.seed)
+        fitted_here = ae is not self.autoencoder
+        self.fit_time_ = {"autoencoder": ae.fit_time_["autoencoder"]} if fitted_here else {}
         zs, zt = ae.encode(src).astype(np.float64), ae.encode(tgt).astype(np.float64)
         mean_src, mean_tgt = _balanced_means(zs, zt, self.balance, self.seed)
         self.shift_, self.autoencoder_ = mean_tgt - mean_src, ae

@@ -287,21 +287,12 @@ class Solver:
         """The latent option's autoencoder: a fitted one as it is (its feature count
         checked), else fitted here on the pooled training cells (a copy of an unfitted one,
         so that the option is left as given)."""
-        from w1ot.solvers.autoencoder import Autoencoder
+        from w1ot.solvers.autoencoder import Autoencoder, fitted_for
 
-        ae = self.latent
-        if isinstance(ae, Autoencoder) and ae.is_fitted:
-            if ae.n_features != src_train.shape[1]:
-                raise ValueError(
-                    f"latent: the autoencoder was fitted on {ae.n_features} features, the "
-                    f"cells have {src_train.shape[1]}"
-                )
-            return ae
-        if isinstance(ae, Autoencoder):
-            ae = Autoencoder(**ae.get_params())
-        else:
-            ae = Autoencoder(seed=self.seed, n_threads=self.n_threads)
-        return ae.fit(src_train, tgt_train)
+        ae = self.latent if isinstance(self.latent, Autoencoder) else None
+        return fitted_for(
+            ae, src_train, tgt_train, name="latent", seed=self.seed, n_threads=self.n_threads
+        )
 
     def _new_core(self, dim: int) -> Any:
         return getattr(_core, self._CORE)(

@@ -34,11 +34,26 @@ from w1ot.solvers._base import (
 )
 from w1ot.solvers._base import betas as adam_betas
 
-__all__ = ["Autoencoder"]
+__all__ = ["Autoencoder", "fitted_for"]
 
 
 def _param_count(dims: Sequence[int]) -> int:
     return sum(a * b + b for a, b in pairwise(dims))
+
+
+def fitted_for(ae, *cells, name: str, **defaults) -> Autoencoder:
+    """The autoencoder an option names, ready for ``cells``: a fitted one as it is (its
+    feature count checked; the message names the option ``name``), else a copy of an unfitted
+    one, or ``Autoencoder(**defaults)`` for None, fitted on the cells (the option is left as
+    given)."""
+    if ae is not None and ae.is_fitted:
+        if ae.n_features != cells[0].shape[1]:
+            raise ValueError(
+                f"{name}: the autoencoder was fitted on {ae.n_features} features, the cells "
+                f"have {cells[0].shape[1]}"
+            )
+        return ae
+    return Autoencoder(**(ae.get_params() if ae is not None else defaults)).fit(*cells)
 
 
 class Autoencoder:
