@@ -667,8 +667,9 @@ def run_benchmark(
         raise ValueError(f"rank_by must be 'score' or 'abs', got {rank_by!r}")
     if on_error not in ("raise", "warn"):
         raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
-        raise ValueError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
+    from w1ot.screen import check_n_jobs
+
+    check_n_jobs(n_jobs)  # before the data are prepared
     if not (0 < test_fraction < 1) or min_test < 1 or max_test < min_test:
         raise ValueError("need 0 < test_fraction < 1 and 1 <= min_test <= max_test")
     rule = {"fraction": test_fraction, "min_size": int(min_test), "max_size": int(max_test)}

@@ -491,13 +491,18 @@ def _cores() -> int:
     return max(1, int(joblib.cpu_count()))
 
 
+def check_n_jobs(n_jobs) -> int:
+    """``n_jobs`` as an int: non-zero (negative counts back from all cores, joblib's rule)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
+    return int(n_jobs)
+
+
 def _workers(n_jobs, n_tasks: int, cores: int, threads: int | None) -> int:
     """Worker processes: ``n_jobs`` (negative: ``cores + 1 + n_jobs``, joblib's rule), at most
     one per task and one per core, and fewer when each fit is given ``threads`` threads, so
     that workers x threads stays within the cores."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
-        raise ValueError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
-    n = int(n_jobs)
+    n = check_n_jobs(n_jobs)
     wanted = n if n > 0 else max(1, cores + 1 + n)
     limit = cores if not threads else max(1, cores // threads)
     return max(1, min(wanted, n_tasks, limit))
