@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,7 @@ __all__ = [
     "shifted_gaussians",
     "shifted_gaussians_w1",
     "simulate_perturbation",
+    "simulate_screen",
     "swiss_roll",
 ]
 
@@ -524,6 +526,106 @@ def _nb_quantile(u: np.ndarray, mean: np.ndarray, dispersion: np.ndarray) -> np.
     return out
 
 
+class _Programme(NamedTuple):
+    """The control population: gene programmes shared by every condition."""
+
+    base: np.ndarray  # (G,) log-expression shared by all types
+    type_offset: np.ndarray  # (K, G)
+    loadings: np.ndarray  # (n_latent, G)
+    dispersion: np.ndarray  # (G,) NB dispersion per gene
+    proportions: np.ndarray  # (K,) cell-type proportions
+
+
+class _Response(NamedTuple):
+    """One perturbation: its response genes and how each cell type responds."""
+
+    genes: np.ndarray  # (R,) sorted indices of the response genes
+    sign: np.ndarray  # (R,) +1 induced, -1 repressed
+    amplitude: np.ndarray  # (R,)
+    direction: np.ndarray  # (n_latent,) unit latent direction of the activation
+    strength: np.ndarray  # (K,)
+    weight: np.ndarray  # (K, R)
+    bias: np.ndarray  # (K,)
+    shift: np.ndarray  # (K, R)
+
+
+def _draw_programme(rng, K, G, n_latent, latent_scale, type_scale, dispersion) -> _Programme:
+    base = rng.normal(0.0, 1.0, G)
+    type_offset = type_scale * rng.normal(0.0, 1.0, (K, G))
+    loadings = latent_scale * rng.normal(0.0, 1.0, (n_latent, G))
+    gene_dispersion = dispersion * np.exp(_DISPERSION_SPREAD * rng.normal(0.0, 1.0, G))
+    proportions = rng.dirichlet(np.full(K, 5.0))
+    return _Programme(base, type_offset, loadings, gene_dispersion, proportions)
+
+
+def _draw_response(rng, K, G, n_latent, de_fraction, cell_type_specific) -> _Response:
+    # both the type-specific and the shared variant are drawn, so the flag changes no draw
+    n_response = min(G, max(1, round(de_fraction * G)))
+    genes = np.sort(rng.choice(G, size=n_response, replace=False))
+    sign = np.ones(n_response)
+    sign[rng.permutation(n_response)[: n_response // 3]] = -1.0
+    amplitude = rng.uniform(*_AMPLITUDE, n_response)
+    direction = rng.normal(0.0, 1.0, n_latent)
+    direction /= max(float(np.linalg.norm(direction)), 1e-12)
+    strength_k = np.linspace(*_STRENGTH, K)[rng.permutation(K)]
+    weight_k = rng.uniform(0.2, 1.0, (K, n_response))
+    bias_k = rng.uniform(-1.5, 1.5, K)
+    shift_k = rng.normal(0.0, _SHIFT_SD, (K, n_response))
+    weight_1 = rng.uniform(0.2, 1.0, n_response)
+    shift_1 = rng.normal(0.0, _SHIFT_SD, n_response)
+    if cell_type_specific:
+        return _Response(genes, sign, amplitude, direction, strength_k, weight_k, bias_k, shift_k)
+    return _Response(
+        genes,
+        sign,
+        amplitude,
+        direction,
+        np.ones(K),
+        np.broadcast_to(weight_1, (K, n_response)),
+        np.zeros(K),
+        np.broadcast_to(shift_1, (K, n_response)),
+    )
+
+
+def _cell_sampler(rng, programme: _Programme, library_size: float, library_spread: float):
+    """``cells(n, every_type, response, effect)`` draws ``n`` cells of the control
+    distribution: their types, NB uniforms, expected counts, and the expected counts of their
+    response genes under ``response`` scaled by ``effect``."""
+    K, G = programme.type_offset.shape
+    n_latent = programme.loadings.shape[0]
+
+    def cells(n: int, every_type: bool, response: _Response, effect: float):
+        types = rng.choice(K, size=n, p=programme.proportions)
+        if every_type:
+            types[:K] = np.arange(K)
+            types = types[rng.permutation(n)]
+        z = rng.normal(0.0, 1.0, (n, n_latent))
+        lib = library_size * np.exp(library_spread * rng.normal(0.0, 1.0, n))
+        u = np.clip(rng.random((n, G)), _U_EPS, 1.0 - _U_EPS)
+        eta = programme.base + programme.type_offset[types] + z @ programme.loadings
+        eta -= eta.max(axis=1, keepdims=True)
+        share = np.exp(eta)
+        share /= share.sum(axis=1, keepdims=True)
+        mean = lib[:, None] * share
+        r = response
+        activation = 1.0 / (1.0 + np.exp(-(_ACTIVATION_GAIN * (z @ r.direction) + r.bias[types])))
+        delta = (
+            effect
+            * r.strength[types, None]
+            * (r.sign * r.amplitude * r.weight[types] * activation[:, None] + r.shift[types])
+        )
+        with np.errstate(over="ignore"):  # an overflow is reported just below
+            mean_perturbed = mean[:, r.genes] * np.exp(delta)
+        if not (np.isfinite(mean).all() and np.isfinite(mean_perturbed).all()):
+            raise ValueError(
+                "the expected counts overflow: reduce effect, type_scale, latent_scale or "
+                "library_size"
+            )
+        return types, u, mean, mean_perturbed
+
+    return cells
+
+
 def simulate_perturbation(
     n_control: int = 2000,
     n_perturbed: int = 2000,
@@ -695,66 +797,13 @@ def simulate_perturbation(
     from w1ot.preprocessing import normalize_log1p
 
     K, G = n_cell_types, n_genes
-
-    # gene programmes, latent loadings, dispersions, type proportions
-    base = rng.normal(0.0, 1.0, G)
-    type_offset = type_scale * rng.normal(0.0, 1.0, (K, G))
-    loadings = latent_scale * rng.normal(0.0, 1.0, (n_latent, G))
-    gene_dispersion = dispersion * np.exp(_DISPERSION_SPREAD * rng.normal(0.0, 1.0, G))
-    proportions = rng.dirichlet(np.full(K, 5.0))
-
-    # the perturbation: both the type-specific and the shared variant are drawn
-    n_response = min(G, max(1, round(de_fraction * G)))
-    response = np.sort(rng.choice(G, size=n_response, replace=False))
-    sign = np.ones(n_response)
-    sign[rng.permutation(n_response)[: n_response // 3]] = -1.0
-    amplitude = rng.uniform(*_AMPLITUDE, n_response)
-    direction = rng.normal(0.0, 1.0, n_latent)
-    direction /= max(float(np.linalg.norm(direction)), 1e-12)
-    strength_k = np.linspace(*_STRENGTH, K)[rng.permutation(K)]
-    weight_k = rng.uniform(0.2, 1.0, (K, n_response))
-    bias_k = rng.uniform(-1.5, 1.5, K)
-    shift_k = rng.normal(0.0, _SHIFT_SD, (K, n_response))
-    weight_1 = rng.uniform(0.2, 1.0, n_response)
-    shift_1 = rng.normal(0.0, _SHIFT_SD, n_response)
-    if cell_type_specific:
-        strength, weight, bias, shift = strength_k, weight_k, bias_k, shift_k
-    else:
-        strength = np.ones(K)
-        weight = np.broadcast_to(weight_1, (K, n_response))
-        bias = np.zeros(K)
-        shift = np.broadcast_to(shift_1, (K, n_response))
-
-    def cells(n: int, every_type: bool):
-        types = rng.choice(K, size=n, p=proportions)
-        if every_type:
-            types[:K] = np.arange(K)
-            types = types[rng.permutation(n)]
-        z = rng.normal(0.0, 1.0, (n, n_latent))
-        lib = library_size * np.exp(library_spread * rng.normal(0.0, 1.0, n))
-        u = np.clip(rng.random((n, G)), _U_EPS, 1.0 - _U_EPS)
-        eta = base + type_offset[types] + z @ loadings
-        eta -= eta.max(axis=1, keepdims=True)
-        share = np.exp(eta)
-        share /= share.sum(axis=1, keepdims=True)
-        mean = lib[:, None] * share
-        activation = 1.0 / (1.0 + np.exp(-(_ACTIVATION_GAIN * (z @ direction) + bias[types])))
-        delta = (
-            effect
-            * strength[types, None]
-            * (sign * amplitude * weight[types] * activation[:, None] + shift[types])
-        )
-        with np.errstate(over="ignore"):  # an overflow is reported just below
-            mean_perturbed = mean[:, response] * np.exp(delta)
-        if not (np.isfinite(mean).all() and np.isfinite(mean_perturbed).all()):
-            raise ValueError(
-                "the expected counts overflow: reduce effect, type_scale, latent_scale or "
-                "library_size"
-            )
-        return types, u, mean, mean_perturbed
-
-    types_c, u_c, mean_c, pert_c = cells(n_control, True)
-    types_p, u_p, mean_p, pert_p = cells(n_perturbed, False)
+    programme = _draw_programme(rng, K, G, n_latent, latent_scale, type_scale, dispersion)
+    resp = _draw_response(rng, K, G, n_latent, de_fraction, cell_type_specific)
+    response, strength = resp.genes, resp.strength
+    gene_dispersion = programme.dispersion
+    cells = _cell_sampler(rng, programme, library_size, library_spread)
+    types_c, u_c, mean_c, pert_c = cells(n_control, True, resp, effect)
+    types_p, u_p, mean_p, pert_p = cells(n_perturbed, False, resp, effect)
 
     counts_c = _nb_quantile(u_c, mean_c, gene_dispersion)
     counterfactual = counts_c.copy()
@@ -813,7 +862,7 @@ def simulate_perturbation(
         "library_spread": library_spread,
         "dispersion": dispersion,
         "target_sum": target_sum,
-        "n_response_genes": int(n_response),
+        "n_response_genes": int(response.size),
         "response_strength": {name: float(r) for name, r in zip(type_names, strength, strict=True)},
     }
     return anndata.AnnData(
@@ -821,5 +870,205 @@ def simulate_perturbation(
         obs=obs,
         var=var,
         layers={"counts": counts_layer, "truth": truth},
+        uns={"simulation": simulation},
+    )
+
+
+def _check_effect_range(effect) -> tuple[float, float]:
+    if isinstance(effect, (tuple, list)):
+        if len(effect) != 2:
+            raise ValueError(f"effect must be a number or a (low, high) pair, got {effect!r}")
+        low, high = (_check_nonneg(e, "effect") for e in effect)
+        if low > high:
+            raise ValueError(f"effect must be a (low, high) pair with low <= high, got {effect!r}")
+        return low, high
+    e = _check_nonneg(effect, "effect")
+    return e, e
+
+
+def simulate_screen(
+    n_perturbations: int = 188,
+    n_control: int = 5000,
+    n_per_perturbation: int = 2000,
+    n_genes: int = 300,
+    n_cell_types: int = 4,
+    *,
+    seed,
+    effect=(0.2, 1.2),
+    cell_type_specific: bool = True,
+    sparse: bool = False,
+    de_fraction: float = 0.2,
+    n_latent: int = 3,
+    latent_scale: float = 0.5,
+    type_scale: float = 1.0,
+    library_size: float = 1500.0,
+    library_spread: float = 0.4,
+    dispersion: float = 0.3,
+    target_sum: float = 1e4,
+):
+    """A simulated perturbation screen: one control population and ``n_perturbations``
+    perturbations of it, each with its own response (sciplex3 has 188 drugs).
+
+    The control population is that of :func:`simulate_perturbation` (the same gene
+    programmes, cell types, latent states, library sizes and negative binomial counts; see
+    there). Every perturbation draws its own response genes, signs, amplitudes, latent
+    direction and per-type response strengths, and its own strength ``effect_p ~ U(low,
+    high)`` for ``effect=(low, high)`` (a number: the same for all), so a screen has weak and
+    strong perturbations. Each perturbation's cells are an independent sample of the control
+    distribution, perturbed.
+
+    Unlike :func:`simulate_perturbation` there is no ``truth`` layer: the counterfactual of
+    every control cell under every perturbation would be ``n_perturbations`` times the size of
+    the data. Cells are generated one perturbation at a time into preallocated arrays, so the
+    peak memory is about that of the result.
+
+    Parameters
+    ----------
+    n_perturbations : int
+        Number of perturbations (>= 1).
+    n_control, n_per_perturbation : int
+        Control cells, and cells of each perturbation (>= 1).
+    effect : float or (float, float)
+        Perturbation strength, or the range it is drawn from per perturbation (>= 0).
+    n_genes, n_cell_types, seed, cell_type_specific, sparse, de_fraction, n_latent,
+    latent_scale, type_scale, library_size, library_spread, dispersion, target_sum
+        As in :func:`simulate_perturbation`.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``n_control + n_perturbations * n_per_perturbation`` cells (control cells first, then
+        each perturbation's in turn) by ``n_genes`` genes: ``X`` (log-normalised, float32),
+        ``layers["counts"]``; ``obs["condition"]`` (categorical: ``"control"``, ``"pert_000"``,
+        ...), ``obs["cell_type"]``, ``obs["library_size"]``; ``varm["response"]`` (a genes x
+        perturbations boolean table of the genes each perturbation changes) and
+        ``uns["simulation"]`` (the parameters and each perturbation's ``effect``).
+
+    Examples
+    --------
+    >>> from w1ot.datasets import simulate_screen
+    >>> adata = simulate_screen(3, 400, 200, 50, seed=0)  # doctest: +SKIP
+    >>> adata.obs["condition"].value_counts()["pert_000"]  # doctest: +SKIP
+    200
+    """
+    n_perturbations = _check_int(n_perturbations, "n_perturbations")
+    n_control = _check_int(n_control, "n_control")
+    n_per = _check_int(n_per_perturbation, "n_per_perturbation")
+    n_genes = _check_int(n_genes, "n_genes", minimum=2)
+    n_cell_types = _check_int(n_cell_types, "n_cell_types")
+    if n_cell_types > n_control:
+        raise ValueError(
+            f"n_cell_types must be <= n_control ({n_control}) so that every type occurs, "
+            f"got {n_cell_types}"
+        )
+    effect_range = _check_effect_range(effect)
+    cell_type_specific = _check_bool(cell_type_specific, "cell_type_specific")
+    sparse = _check_bool(sparse, "sparse")
+    de_fraction = _check_fraction(de_fraction, "de_fraction")
+    n_latent = _check_int(n_latent, "n_latent")
+    latent_scale = _check_nonneg(latent_scale, "latent_scale")
+    type_scale = _check_nonneg(type_scale, "type_scale")
+    library_size = _check_positive(library_size, "library_size")
+    library_spread = _check_nonneg(library_spread, "library_spread")
+    dispersion = _check_positive(dispersion, "dispersion")
+    target_sum = _check_positive(target_sum, "target_sum")
+    rng = _rng(seed)
+    try:
+        import anndata
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "simulate_screen needs anndata and pandas: pip install 'w1ot[anndata]'"
+        ) from exc
+    import scipy.sparse
+
+    from w1ot.preprocessing import normalize_log1p
+
+    K, G, P = n_cell_types, n_genes, n_perturbations
+    programme = _draw_programme(rng, K, G, n_latent, latent_scale, type_scale, dispersion)
+    responses = [
+        _draw_response(rng, K, G, n_latent, de_fraction, cell_type_specific) for _ in range(P)
+    ]
+    effects = (
+        rng.uniform(*effect_range, P)
+        if effect_range[0] < effect_range[1]
+        else np.full(P, effect_range[0])
+    )
+    cells = _cell_sampler(rng, programme, library_size, library_spread)
+    names = [f"pert_{p:0{max(3, len(str(P - 1)))}d}" for p in range(P)]
+
+    n = n_control + P * n_per
+    blocks_x, blocks_counts = [], []
+    if not sparse:
+        x_all = np.empty((n, G), dtype=np.float32)
+        counts_all = np.empty((n, G), dtype=np.float32)
+    types_all = np.empty(n, dtype=np.int64)
+    library = np.empty(n, dtype=np.int64)
+
+    def store(lo: int, types: np.ndarray, counts: np.ndarray) -> None:
+        counts = counts.astype(np.float32)
+        x = normalize_log1p(counts, target_sum=target_sum).astype(np.float32)
+        types_all[lo : lo + len(types)] = types
+        library[lo : lo + len(types)] = counts.sum(axis=1, dtype=np.float64).round()
+        if sparse:
+            blocks_x.append(scipy.sparse.csr_matrix(x))
+            blocks_counts.append(scipy.sparse.csr_matrix(counts))
+        else:
+            x_all[lo : lo + len(types)] = x
+            counts_all[lo : lo + len(types)] = counts
+
+    # the control cells' response draws are made (and unused) so that every block of cells
+    # takes the same draws whatever the perturbation
+    types_c, u_c, mean_c, _ = cells(n_control, True, responses[0], 0.0)
+    store(0, types_c, _nb_quantile(u_c, mean_c, programme.dispersion))
+    for p, (resp, eff) in enumerate(zip(responses, effects, strict=True)):
+        types_p, u_p, mean_p, pert_p = cells(n_per, False, resp, float(eff))
+        mean_p[:, resp.genes] = pert_p
+        store(n_control + p * n_per, types_p, _nb_quantile(u_p, mean_p, programme.dispersion))
+    if sparse:
+        x_all = scipy.sparse.vstack(blocks_x, format="csr")
+        counts_all = scipy.sparse.vstack(blocks_counts, format="csr")
+
+    type_names = [f"type_{k}" for k in range(K)]
+    conditions = np.repeat(np.arange(P + 1), [n_control] + [n_per] * P)
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical.from_codes(conditions, categories=["control", *names]),
+            "cell_type": pd.Categorical.from_codes(types_all, categories=type_names),
+            "library_size": library,
+        },
+        index=pd.Index([f"cell_{i:0{max(4, len(str(n - 1)))}d}" for i in range(n)]),
+    )
+    gene_names = pd.Index([f"gene_{g:0{max(3, len(str(G - 1)))}d}" for g in range(G)])
+    response = np.zeros((G, P), dtype=bool)
+    for p, resp in enumerate(responses):
+        response[resp.genes, p] = True
+    seed_used = int(seed) if isinstance(seed, numbers.Integral) else type(seed).__name__
+    simulation = {
+        "n_perturbations": P,
+        "n_control": n_control,
+        "n_per_perturbation": n_per,
+        "n_genes": n_genes,
+        "n_cell_types": n_cell_types,
+        "seed": seed_used,
+        "effect": list(effect_range),
+        "cell_type_specific": cell_type_specific,
+        "sparse": sparse,
+        "de_fraction": de_fraction,
+        "n_latent": n_latent,
+        "latent_scale": latent_scale,
+        "type_scale": type_scale,
+        "library_size": library_size,
+        "library_spread": library_spread,
+        "dispersion": dispersion,
+        "target_sum": target_sum,
+        "perturbation_effect": {name: float(e) for name, e in zip(names, effects, strict=True)},
+    }
+    return anndata.AnnData(
+        X=x_all,
+        obs=obs,
+        var=pd.DataFrame(index=gene_names),
+        varm={"response": pd.DataFrame(response, index=gene_names, columns=names)},
+        layers={"counts": counts_all},
         uns={"simulation": simulation},
     )
