@@ -431,3 +431,71 @@ def test_papalexi_screen():
         assert col[name].latent_dim == 50  # 299 genes: fitted in principal components
     pred = col.predict(adata, perturbation="IRF1")
     assert pred.n_obs == counts["non-targeting"] and np.isfinite(np.asarray(pred.X.todense())).all()
+
+
+# -- screen defaults ---------------------------------------------------------------------------
+
+
+def test_screen_defaults_fill_only_the_options_not_given(adata):
+    defaults = screen.SCREEN_DEFAULTS["w1ot"]
+    assert defaults["potential_iters"] < 10_000 and defaults["step_iters"] < 10_000
+    col = w1ot.tl.fit_many(
+        adata,
+        condition_key=KEY,
+        control=CTRL,
+        perturbations=["B"],
+        n_jobs=1,
+        progress=False,
+        potential_iters=200,
+        batch_size=64,
+    )
+    model = col["B"]
+    assert model.potential_iters == 200  # given: kept
+    assert model.step_iters == defaults["step_iters"]  # not given: the screen default
+    assert col.settings["options"]["step_iters"] == defaults["step_iters"]
+    # the same model as tl.fit with the screen's options
+    alone = w1ot.tl.fit(
+        adata,
+        condition_key=KEY,
+        control=CTRL,
+        perturbation="B",
+        seed=0,
+        potential_iters=200,
+        step_iters=defaults["step_iters"],
+        batch_size=64,
+    )
+    x = control_cells(adata)
+    np.testing.assert_array_equal(model.transport(x), alone.transport(x))
+
+
+def test_screen_defaults_off_gives_the_estimators_defaults(adata, monkeypatch):
+    made = []
+    original = screen._make
+
+    def spy(method, options):
+        made.append(dict(options))
+        raise ValueError("stop here")  # the options are all this test needs
+
+    monkeypatch.setattr(screen, "_make", spy)
+    for flag in (True, False):
+        with pytest.raises(ValueError, match="stop here"):
+            w1ot.tl.fit_many(
+                adata, condition_key=KEY, control=CTRL, progress=False, screen_defaults=flag
+            )
+    assert made[0]["step_iters"] == screen.SCREEN_DEFAULTS["w1ot"]["step_iters"]
+    assert "step_iters" not in made[1] and "potential_iters" not in made[1]
+    monkeypatch.setattr(screen, "_make", original)
+    with pytest.raises(TypeError, match="screen_defaults"):
+        w1ot.tl.fit_many(adata, condition_key=KEY, control=CTRL, screen_defaults="yes")
+    # an estimator passed as an object is used as it is configured
+    est = w1ot.W1OT(potential_iters=50, step_iters=50, batch_size=64)
+    col = w1ot.tl.fit_many(
+        adata,
+        condition_key=KEY,
+        control=CTRL,
+        method=est,
+        perturbations=["A"],
+        n_jobs=1,
+        progress=False,
+    )
+    assert col["A"].potential_iters == 50 and col["A"].step_iters == 50

@@ -42,7 +42,7 @@ import numpy as np
 
 from w1ot._anndata import Representation, check_adata, labels
 
-__all__ = ["ModelCollection", "fit_many"]
+__all__ = ["SCREEN_DEFAULTS", "ModelCollection", "fit_many"]
 
 #: The collection's index file, beside one model file per perturbation and repeat.
 INDEX = "index.json"
@@ -52,6 +52,16 @@ _SUFFIX = ".w1ot"
 # Options that change how fast a model is fitted, never what it is (the core gives the same
 # model bit for bit for any thread count): a resumed screen may differ in them.
 _SPEED_OPTIONS = frozenset({"n_threads"})
+#: The options :func:`fit_many` gives a method named by a string when the call does not set
+#: them (``screen_defaults=False``: the estimator's own defaults). W1OT: the same cosine
+#: schedules over 1,500 instead of 10,000 iterations per stage. On a simulated screen
+#: (benches/bench_simulated_screen.py: 16 perturbations x 2 repeats, 50 components) this
+#: fit took 3.95 s against 27.4 s and its held-out MMD was the full fit's within 0.1%
+#: (0.7% of the gap above the observed cells' noise floor), where early stopping lost 12% of
+#: that gap on the top-50 genes.
+SCREEN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "w1ot": {"potential_iters": 1500, "step_iters": 1500},
+}
 # Seconds between rewrites of the index of a screen being fitted into a directory.
 _INDEX_EVERY = 30.0
 
@@ -703,13 +713,15 @@ def fit_many(
     on_error: str = "warn",
     progress: bool = True,
     directory: str | os.PathLike | None = None,
+    screen_defaults: bool = True,
     **options,
 ) -> ModelCollection:
     """Fits one model per perturbation of a screen, each from the same ``control`` cells.
 
     Every fit is the one :func:`w1ot.tl.fit` makes (the same model, bit for bit, for the
-    same options and seed), run in parallel: on local worker processes (joblib, loky
-    backend) by default, or on a Dask cluster.
+    same options and seed; by default the options include :data:`SCREEN_DEFAULTS`, shorter
+    training schedules measured to keep the full fit's quality), run in parallel: on local
+    worker processes (joblib, loky backend) by default, or on a Dask cluster.
 
     Parameters
     ----------
@@ -761,6 +773,12 @@ def fit_many(
         directory holds a screen of other settings (labels, method, options, seed,
         representation); ``n_jobs``, ``backend``, ``n_threads``, ``perturbations`` and
         ``repeats`` may differ.
+    screen_defaults : bool
+        Give a method named by a string the options of :data:`SCREEN_DEFAULTS` that the call
+        does not set (default). For ``"w1ot"``: 1,500 iterations per stage instead of 10,000,
+        about 7x faster at the held-out quality of the full fit on a simulated screen (see
+        :data:`SCREEN_DEFAULTS`). ``False``: the estimator's own defaults, the fit
+        :func:`w1ot.tl.fit` makes with the same options.
     **options
         Keyword arguments of the method's constructor (``W1OT(**options)``).
 
@@ -782,6 +800,10 @@ def fit_many(
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(screen_defaults, (bool, np.bool_)):
+        raise TypeError(f"screen_defaults must be True or False, got {screen_defaults!r}")
+    if screen_defaults and isinstance(method, str):
+        options = {**SCREEN_DEFAULTS.get(method, {}), **options}
     client = None if backend is None or backend == "loky" else _dask_client(backend)
 
     values = labels(adata, condition_key)
