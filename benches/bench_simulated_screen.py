@@ -10,7 +10,7 @@ defaults. Run with
   the paper's protocol (:func:`w1ot.benchmark.run_benchmark`). The goal: the screen defaults'
   held-out MMD within 5% of the full default fit's. Also printed: how much of the gap between
   the observed cells (the estimate's noise floor) and the full default fit they add.
-  W1OT_SCREEN_STUDY sets the number of perturbations (16; about 15 minutes).
+  W1OT_SCREEN_STUDY sets the number of perturbations (16; about 10 minutes).
 - ``test_whole_screen``: every perturbation and repeat with the screen defaults, each fit
   scored on its held-out cells, on all cores. The goal: under one hour. W1OT_SCREEN_SIZE sets
   the number of perturbations (188; W1OT_SCREEN_REPEATS the repeats, 5).
