@@ -9,7 +9,9 @@ scikit-learn.
 
 :func:`simulate_perturbation` is different: it returns an :class:`anndata.AnnData` of simulated
 single-cell counts (control and perturbed cells) together with each control cell's true
-perturbed state, so that predictions can be scored cell by cell.
+perturbed state, so that predictions can be scored cell by cell. :func:`simulate_screen`
+simulates a whole screen the same way: one control population and many perturbations, each
+with its own response (for :func:`w1ot.tl.fit_many` at scale).
 
 Examples
 --------
