@@ -37,6 +37,8 @@ pytest.importorskip("anndata")
 
 OUT = Path(__file__).resolve().parent
 N_CONTROL, N_PER, N_GENES = 5000, 2000, 300
+# peak memory (parent, largest worker) by number of perturbations, across the parametrised runs
+PEAKS: dict[int, tuple[float, float]] = {}
 
 
 def _screen(n_perturbations: int):
@@ -197,6 +199,3 @@ def test_peak_memory_grows_with_the_largest_perturbation(benchmark, n):
         (p10, w10), (p40, w40) = PEAKS[10], PEAKS[40]
         assert w40 < 1.2 * w10 + 20, "a worker's memory grew with the number of perturbations"
         assert p40 < 1.2 * p10 + 50, "the parent's memory grew with the number of perturbations"
-
-
-PEAKS: dict[int, tuple[float, float]] = {}
