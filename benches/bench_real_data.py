@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         "--w2-iters", type=int, default=100_000, help="W2OT outer iterations (method w2ot)"
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--first-repeat", type=int, default=0, help="index of the first repeat (run in pieces)"
+    )
     parser.add_argument("--perturbations", nargs="+", help="override the preset's list")
     parser.add_argument(
         "--methods", nargs="+", default=["identity", "observed", "mean_shift", "w1ot"]
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         args.perturbations or preset["perturbations"],
         methods=methods,
         n_repeats=args.repeats,
+        first_repeat=args.first_repeat,
         w1ot_kwargs=w1ot_kwargs,
         w2ot_kwargs={"iters": args.w2_iters, "n_threads": args.threads},
         energy=args.energy,

@@ -183,6 +183,25 @@ def test_determinism_and_seed():
     assert r["value"].nunique() == len(r)
 
 
+def test_first_repeat_runs_a_benchmark_in_pieces():
+    ad = make_adata()
+    whole = quality(run(ad, seed=3, n_repeats=3).results)
+    pieces = pd.concat(
+        [quality(run(ad, seed=3, n_repeats=1, first_repeat=r).results) for r in range(3)]
+    )
+    key = ["method", "perturbation", "repeat", "features", "metric"]
+    pd.testing.assert_frame_equal(
+        pieces.sort_values(key).reset_index(drop=True),
+        whole.sort_values(key).reset_index(drop=True),
+    )
+    tail = run(ad, seed=3, n_repeats=2, first_repeat=1)
+    assert sorted(tail.results["repeat"].unique()) == [1, 2]
+    assert tail.config["first_repeat"] == 1
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="first_repeat"):
+            run(ad, first_repeat=bad)
+
+
 def test_summary():
     res = run(make_adata(), n_repeats=3)
     s = summarize(res.results)

@@ -530,6 +530,7 @@ def run_benchmark(
     methods=DEFAULT_METHODS,
     *,
     n_repeats: int = 5,
+    first_repeat: int = 0,
     layer: str | None = None,
     genes: Sequence[str] | None = None,
     n_top_genes: int | None = None,
@@ -591,6 +592,10 @@ def run_benchmark(
         or ``(name, method)`` pairs, set the names used in the results.
     n_repeats : int
         Repeats per perturbation (5).
+    first_repeat : int
+        Index of the first repeat (0). Each repeat's splits and seeds depend on its index
+        alone, so a long benchmark can run in pieces (``n_repeats=1, first_repeat=r`` for each
+        ``r``) whose results, concatenated, equal one run's.
     layer : str, optional
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     genes : sequence of str, optional
@@ -661,6 +666,12 @@ def run_benchmark(
             raise TypeError(f"adata must be AnnData-like (missing .{attr})")
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
         raise ValueError(f"n_repeats must be a positive integer, got {n_repeats!r}")
+    if (
+        isinstance(first_repeat, bool)
+        or not isinstance(first_repeat, (int, np.integer))
+        or first_repeat < 0
+    ):
+        raise ValueError(f"first_repeat must be a non-negative integer, got {first_repeat!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     if rank_by not in ("score", "abs"):
@@ -791,7 +802,7 @@ def run_benchmark(
         DE genes here, fits wherever the jobs run."""
         hold = "" if h is None else str(h)
         out = []
-        for r in range(n_repeats):
+        for r in range(int(first_repeat), int(first_repeat) + n_repeats):
             where = f"perturbation {p!r}" + (f" (holdout {hold!r})" if hold else "")
             where_run = f"{where}, repeat {r}"
             ss = np.random.SeedSequence([int(seed), _stable_int(p), _stable_int(hold), r])
@@ -942,6 +953,7 @@ def run_benchmark(
             "perturbations": perturbations,
             "methods": [n for n, _ in method_list],
             "n_repeats": int(n_repeats),
+            "first_repeat": int(first_repeat),
             "layer": layer,
             "n_features": int(n_features),
             "normalize": bool(normalize),

@@ -129,6 +129,9 @@ def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
         help="keep only cells with str(obs[COLUMN]) == VALUE (repeatable)",
     )
     p.add_argument("--repeats", type=int, default=5, help="repeats per perturbation (5)")
+    p.add_argument(
+        "--first-repeat", type=int, default=0, help="index of the first repeat (0): run in pieces"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top-k", type=int, default=50, help="DE features (50)")
     p.add_argument("--rank-by", choices=("score", "abs"), default="score")
@@ -204,6 +207,7 @@ def run_benchmark_cli(args: argparse.Namespace) -> int:
         args.perturbations,
         methods=args.methods,
         n_repeats=args.repeats,
+        first_repeat=args.first_repeat,
         layer=args.layer,
         genes=genes,
         n_top_genes=args.hvg,
