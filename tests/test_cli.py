@@ -196,6 +196,7 @@ def test_benchmark_mistakes_are_one_line_too(h5ad, tmp_path, capsys):
         "no file": (["benchmark", "--condition", "c", "--control", "x"], "give the .h5ad file"),
         "missing file": ([*base[:2], str(tmp_path / "x.h5ad"), *base[3:]], "no such file"),
         "unknown label": ([*base, "--perturbations", "stim"], "stim"),
+        "negative first repeat": ([*base, "--first-repeat", "-1"], "first_repeat"),
     }
     for argv, needle in cases.values():
         assert main(argv) != 0
